@@ -1,0 +1,266 @@
+"""BigWigCollection: many bigWig files as tracks over one chromosome namespace."""
+from __future__ import annotations
+
+import difflib
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from .dtypes import resolve_dtype
+from .format import BigWigFile
+
+REDUCTIONS = ("mean", "max", "min", "sum")
+BIGWIG_SUFFIXES = (".bw", ".bigwig", ".bigWig", ".BigWig", ".BW")
+
+
+def _expand_paths(paths_or_directory):
+    if isinstance(paths_or_directory, (str, os.PathLike)):
+        p = Path(paths_or_directory)
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.suffix.lower() in (".bw", ".bigwig"))
+            if not found:
+                raise ValueError(f"no bigWig files (*.bw, *.bigWig) in directory {p}")
+            return [str(q) for q in found]
+        return [str(p)]
+    paths = [str(x) for x in paths_or_directory]
+    if not paths:
+        raise ValueError("no bigWig paths given")
+    return paths
+
+
+class BigWigCollection:
+    """Many bigWig files, one track each, queried together.
+
+    Chromosomes are matched by name; a query on a chromosome that a file lacks, and bases before 0
+    or past a chromosome's end, get `default_value` for that track. `scaling` (one factor per track,
+    a list or a dict by track name) multiplies covered values, never the default.
+    """
+
+    def __init__(self, paths_or_directory, track_names=None, scaling=None, n_threads: int | None = None):
+        self.paths = _expand_paths(paths_or_directory)
+        names = list(track_names) if track_names is not None else [Path(p).stem for p in self.paths]
+        if len(names) != len(self.paths):
+            raise ValueError(f"{len(names)} track names for {len(self.paths)} files")
+        if len(set(names)) != len(names):
+            dup = sorted({n for n in names if names.count(n) > 1})
+            raise ValueError(f"duplicate track names {dup[:5]}; pass track_names= to name them uniquely")
+        self.track_names = names
+        self._n_threads = n_threads
+        self.files: list[BigWigFile] = []
+        try:
+            for p in self.paths:
+                self.files.append(BigWigFile(p))
+        except BaseException:
+            self.close()
+            raise
+        self._scaling = self._parse_scaling(scaling)
+        self.scaling = None if self._scaling is None else self._scaling.tolist()
+        self._build_index()
+        self._processor = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # -- index over all files ------------------------------------------------------------------
+    def _build_index(self):
+        files = self.files
+        chrom_sizes: dict[str, int] = {}
+        for f in files:
+            for n, s in f.chrom_sizes.items():
+                chrom_sizes[n] = max(s, chrom_sizes.get(n, 0))
+        self.chrom_sizes = chrom_sizes
+        self._chrom_index = {n: i for i, n in enumerate(chrom_sizes)}
+        G, T = len(chrom_sizes), len(files)
+        totals = np.array([f.total_length + 1 for f in files], np.int64)
+        self._track_base = np.concatenate([[0], np.cumsum(totals)[:-1]]).astype(np.int64)
+        # per (track, global chromosome): key of base 0 and length (-1: file lacks it)
+        self._chrom_key = np.zeros((T, G), np.int64)
+        self._chrom_len = np.full((T, G), -1, np.int64)
+        first, key_base, len_flat = [], [], []
+        pos = 0
+        for t, f in enumerate(files):
+            g = np.fromiter((self._chrom_index[n] for n in f.chrom_names), np.int64, len(f.chrom_names))
+            self._chrom_key[t, g] = self._track_base[t] + f.chrom_offsets[:-1]
+            self._chrom_len[t, g] = f.chrom_lengths
+            first.append(pos)
+            pos += len(f.chrom_names)
+            key_base.append(self._track_base[t] + f.chrom_offsets[:-1])
+            len_flat.append(f.chrom_lengths)
+        self._file_chrom_first = np.array(first, np.int64)
+        self._file_n_chroms = np.array([len(f.chrom_names) for f in files], np.int64)
+        self._chrom_key_base = np.concatenate(key_base).astype(np.int64)
+        self._chrom_len_flat = np.concatenate(len_flat).astype(np.int64)
+        self._file_bigendian = np.array([f.byteorder == ">" for f in files], bool)
+        self._file_track = np.arange(T, dtype=np.int64)
+        # all files' blocks in one sorted key space
+        nb = np.array([f.n_blocks for f in files], np.int64)
+        self._leaf_file = np.repeat(np.arange(T, dtype=np.int64), nb)
+        self._leaf_local = np.concatenate([np.arange(n, dtype=np.int64) for n in nb]) if T else np.zeros(0, np.int64)
+        self._leaf_start = np.concatenate([self._track_base[t] + f.block_start_key for t, f in enumerate(files)])
+        self._leaf_end = np.concatenate([self._track_base[t] + f.block_end_key for t, f in enumerate(files)])
+        self._leaf_offset = np.concatenate([f.block_offset for f in files])
+        self._leaf_end_cummax = np.maximum.accumulate(self._leaf_end) if len(self._leaf_end) else self._leaf_end
+
+    def _parse_scaling(self, scaling):
+        if scaling is None:
+            return None
+        if isinstance(scaling, dict):
+            unknown = [k for k in scaling if k not in self.track_names]
+            if unknown:
+                raise KeyError(f"scaling names unknown tracks {unknown[:5]}{self._suggest(unknown[0])}")
+            arr = np.array([float(scaling.get(n, 1.0)) for n in self.track_names], np.float64)
+        else:
+            arr = np.asarray(scaling, np.float64).reshape(-1)
+            if arr.size == 1:
+                arr = np.full(len(self.files), float(arr[0]))
+            if arr.size != len(self.files):
+                raise ValueError(f"scaling has {arr.size} factors for {len(self.files)} tracks")
+        if not np.isfinite(arr).all():
+            raise ValueError(f"scaling factors must be finite numbers, got {arr.tolist()}")
+        return arr
+
+    def _suggest(self, name):
+        close = difflib.get_close_matches(str(name), self.track_names, n=1)
+        return f" (did you mean {close[0]!r}?)" if close else ""
+
+    # -- queries ----------------------------------------------------------------------------------
+    @property
+    def n_tracks(self) -> int:
+        return len(self.files)
+
+    def track_indices(self, tracks) -> np.ndarray:
+        """Track selection (None = all; names or integer indices) -> int64 indices."""
+        if tracks is None:
+            return np.arange(self.n_tracks, dtype=np.int64)
+        if isinstance(tracks, (str, int, np.integer)):
+            tracks = [tracks]
+        out = []
+        for t in tracks:
+            if isinstance(t, (int, np.integer)) and not isinstance(t, bool):
+                if not 0 <= int(t) < self.n_tracks:
+                    raise IndexError(f"track index {int(t)} out of range: the collection has {self.n_tracks} tracks")
+                out.append(int(t))
+            elif isinstance(t, str):
+                try:
+                    out.append(self.track_names.index(t))
+                except ValueError:
+                    raise KeyError(f"unknown track {t!r}{self._suggest(t)}; tracks: "
+                                   f"{self.track_names[:10]}{' ...' if self.n_tracks > 10 else ''}") from None
+            else:
+                raise TypeError(f"tracks must be names or integer indices, got {t!r}")
+        if not out:
+            raise ValueError("empty track selection")
+        return np.array(out, np.int64)
+
+    def _chrom_indices(self, chromosomes) -> np.ndarray:
+        chroms = np.asarray(chromosomes)
+        uniq, inv = np.unique(chroms.astype(str), return_inverse=True)
+        g = np.empty(len(uniq), np.int64)
+        for i, name in enumerate(uniq.tolist()):
+            gi = self._chrom_index.get(name)
+            if gi is None:
+                close = difflib.get_close_matches(name, list(self.chrom_sizes), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise KeyError(f"chromosome {name!r} is in none of the {self.n_tracks} bigWig files{hint}; "
+                               f"known: {list(self.chrom_sizes)[:8]}")
+            g[i] = gi
+        return g[inv.reshape(-1)]
+
+    def _prepare_queries(self, chromosomes, starts, ends, tracks, window_size, reduce, dtype):
+        if self._closed:
+            raise ValueError("the collection is closed")
+        starts = _as_int_array(starts, "starts")
+        ends = _as_int_array(ends, "ends")
+        if starts.ndim != 1 or starts.shape != ends.shape:
+            raise ValueError(f"starts and ends must be 1-D of equal length, got shapes {starts.shape} and {ends.shape}")
+        B = len(starts)
+        chroms = [chromosomes] * B if isinstance(chromosomes, str) else list(chromosomes)
+        if len(chroms) != B:
+            raise ValueError(f"{len(chroms)} chromosomes for {B} starts")
+        if not isinstance(window_size, (int, np.integer)) or isinstance(window_size, bool) or window_size < 1:
+            raise ValueError(f"window_size must be a positive integer, got {window_size!r}")
+        if reduce not in REDUCTIONS:
+            raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
+        resolve_dtype(dtype)
+        lengths = ends - starts
+        if B and (lengths != lengths[0]).any():
+            raise ValueError("all queries in one batch must have the same length (end - start); got lengths "
+                             f"{np.unique(lengths)[:5].tolist()}")
+        L = int(lengths[0]) if B else 0
+        if B and L <= 0:
+            raise ValueError(f"queries must have end > start, got length {L}")
+        if B and L < window_size:
+            raise ValueError(f"query length {L} is shorter than window_size {window_size}")
+        track_idx = self.track_indices(tracks)
+        g = self._chrom_indices(chroms) if B else np.zeros(0, np.int64)
+        ck = self._chrom_key[np.ix_(track_idx, g)]          # (T, B)
+        cl = self._chrom_len[np.ix_(track_idx, g)]
+        qs = np.clip(starts[None, :], 0, np.maximum(cl, 0))
+        qe = np.clip(ends[None, :], 0, np.maximum(cl, 0))
+        valid = (cl >= 0) & (qe > qs)
+        key_lo = np.where(valid, ck + qs, 0).reshape(-1)
+        key_hi = np.where(valid, ck + qe, 0).reshape(-1)
+        origin = (ck + starts[None, :]).reshape(-1)
+        return dict(tracks=track_idx, batch=B, length=L, key_lo=key_lo, key_hi=key_hi, origin=origin)
+
+    def get_batch(self, chromosomes, starts, ends, window_size=1, reduce="mean", default_value=0.0,
+                  dtype="float32", tracks=None):
+        """Values of shape (batch, (end - start) // window_size, n_tracks) as a NumPy array.
+
+        `chromosomes` is a name per query (or one name for all); `starts`/`ends` 0-based half-open,
+        all of the same length. See the class docstring for the treatment of missing data.
+        """
+        default_value = float(default_value)
+        with self._lock:
+            if self._processor is None:
+                from .batch_processor import BatchProcessor
+                self._processor = BatchProcessor(self, n_threads=self._n_threads)
+            return self._processor.process(chromosomes, starts, ends, tracks, window_size, reduce,
+                                           default_value, dtype)
+
+    @property
+    def timings(self) -> dict:
+        """Cumulative seconds per stage of `get_batch` calls."""
+        return dict(self._processor.timings) if self._processor else {}
+
+    def close(self):
+        """Close every file and stop the inflate threads. Safe to call twice."""
+        self._closed = True
+        proc = getattr(self, "_processor", None)
+        if proc is not None:
+            proc.close()
+            self._processor = None
+        for f in self.files:
+            f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __repr__(self):
+        return f"BigWigCollection({self.n_tracks} tracks, {len(self.chrom_sizes)} chromosomes)"
+
+
+def _as_int_array(x, name):
+    arr = np.asarray(x)
+    if arr.dtype.kind == "f":
+        if not np.isfinite(arr).all() or (arr != np.round(arr)).any():
+            raise ValueError(f"{name} must be integers, got non-integer values")
+        arr = arr.astype(np.int64)
+    elif arr.dtype.kind not in "iu":
+        if arr.size == 0:
+            return arr.astype(np.int64)
+        raise ValueError(f"{name} must be integers, got dtype {arr.dtype}")
+    arr = arr.astype(np.int64)
+    if arr.size and (np.abs(arr) > (1 << 40)).any():
+        raise ValueError(f"{name} has coordinates beyond 2^40, larger than any genome")
+    return arr

@@ -1,0 +1,1 @@
+"""Compressed data blocks -> flat (start, end, value) record arrays."""
