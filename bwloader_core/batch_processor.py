@@ -3,17 +3,16 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .decode.cpu import inflate_blocks
-from .decode.sections import concat_blocks, expand_records, parse_section_headers
+from .decode.cpu import BlockFetcher
+from .decode.sections import expand_records, item_ranges, parse_section_headers
 from .errors import BigWigFormatError
-from .kernels.fill_numpy import fill_dense, fill_dense_reference, records_sorted, window_reduce
+from .kernels.fill_numpy import fill_runs, fill_runs_reference, runs_disjoint, window_reduce
 from .dtypes import cast_output
 
-STAGES = ("plan", "read", "decode", "search", "fill")
+STAGES = ("plan", "read+inflate", "decode", "search", "fill")
 
 
 class BatchProcessor:
@@ -26,16 +25,14 @@ class BatchProcessor:
     def __init__(self, collection, n_threads: int | None = None):
         self.collection = collection
         self.n_threads = n_threads if n_threads is not None else (os.cpu_count() or 1)
-        self._pool = ThreadPoolExecutor(self.n_threads, thread_name_prefix="bwloader-inflate") \
-            if self.n_threads > 1 else None
+        self._fetcher = BlockFetcher(self.n_threads)
         self.timings = dict.fromkeys(STAGES, 0.0)
         self.last_timings = dict.fromkeys(STAGES, 0.0)
         self.blocks_decoded = 0
-        self.bytes_read = 0
 
     # -- stages ---------------------------------------------------------------------------------
     def plan(self, key_lo, key_hi):
-        """Unique global leaf (block) ids overlapping any pair's key range, sorted."""
+        """Blocks each pair needs: (unique leaf ids sorted, pair of each (pair, leaf), its leaf)."""
         c = self.collection
         lo = np.searchsorted(c._leaf_end_cummax, key_lo, side="right")
         hi = np.searchsorted(c._leaf_start, key_hi, side="left")
@@ -43,40 +40,29 @@ class BatchProcessor:
         m = int(n.sum())
         pair = np.repeat(np.arange(len(key_lo)), n)
         ids = np.repeat(lo - (np.cumsum(n) - n), n) + np.arange(m)
-        ids = ids[c._leaf_end[ids] > key_lo[pair]]
-        return np.unique(ids)
+        keep = c._leaf_end[ids] > key_lo[pair]
+        pair, ids = pair[keep], ids[keep]
+        return np.unique(ids), pair, ids
 
-    def read(self, leaf_ids):
-        """Compressed bytes of each block (coalesced reads per file), in leaf order."""
+    def fetch(self, leaf_ids):
+        """Read (coalesced) and inflate every block into one word buffer."""
         c = self.collection
-        files = c._leaf_file[leaf_ids]
-        bounds = np.flatnonzero(np.diff(files)) + 1
-        raw = []
-        for chunk in np.split(np.arange(len(leaf_ids)), bounds):
-            if len(chunk) == 0:
-                continue
-            f = c.files[int(files[chunk[0]])]
-            raw.extend(f.read_blocks(c._leaf_local[leaf_ids[chunk]]))
-        self.bytes_read += sum(len(r) for r in raw)
-        return raw
+        return self._fetcher.fetch(c.files, c._leaf_file[leaf_ids], c._leaf_local[leaf_ids],
+                                   c._leaf_offset[leaf_ids])
 
-    def decode(self, leaf_ids, raw):
-        """Inflate and parse blocks -> records (global start key, end key, value float32) in block order."""
+    def decode(self, leaf_ids, words):
+        """Parse the section headers of fetched blocks -> (sections, section chrom index)."""
         c = self.collection
         files_idx = c._leaf_file[leaf_ids]
         files = [c.files[i] for i in files_idx.tolist()]
         offsets = c._leaf_offset[leaf_ids]
-        n_chunks = self.n_threads if self._pool is not None else 1
-        blocks = inflate_blocks(raw, files, offsets.tolist(), self._pool, n_chunks)
-        self.blocks_decoded += len(blocks)
-        swap = c._file_bigendian[files_idx]
-        words = concat_blocks(blocks, swap)
+        self.blocks_decoded += len(leaf_ids)
+        swap = c._file_bigendian[files_idx]  # words are native; header word layout differs
 
         def where(b):
             return files[b].path, int(offsets[b])
 
         secs = parse_section_headers(words, swap, where)
-        rec = expand_records(words, secs)
         sec_file = files_idx[secs.block]
         n_chroms = c._file_n_chroms[sec_file]
         bad = secs.chrom_id >= n_chroms
@@ -85,19 +71,34 @@ class BatchProcessor:
             path, off = where(int(secs.block[k]))
             raise BigWigFormatError(path, f"data block at offset {off}: chromosome id {int(secs.chrom_id[k])} "
                                           f"is not in the chromosome tree ({int(n_chroms[k])} chromosomes)")
-        flat = c._file_chrom_first[sec_file] + secs.chrom_id
-        rflat = flat[rec.section]
-        base = c._chrom_key_base[rflat]
-        clen = c._chrom_len_flat[rflat]
-        end = np.minimum(rec.end, clen)
-        keep = end > rec.start
-        start_key = base + rec.start
-        end_key = base + end
-        value = rec.value
-        track = c._file_track[sec_file[rec.section]]
+        return secs, c._file_chrom_first[sec_file] + secs.chrom_id
+
+    def search(self, leaf_ids, pair_of, leaf_of, words, secs, sec_chrom, key_lo, key_hi, origin):
+        """Records overlapping each pair, as runs (pair, local start, local end, value) in file order."""
+        c = self.collection
+        blk = np.searchsorted(leaf_ids, leaf_of)
+        first_sec = np.searchsorted(secs.block, np.arange(len(leaf_ids)))
+        n_sec = np.diff(np.append(first_sec, len(secs.block)))
+        per = n_sec[blk]
+        e_pair = np.repeat(pair_of, per)
+        e_sec = np.repeat(first_sec[blk] - (np.cumsum(per) - per), per) + np.arange(int(per.sum()))
+        cb = c._chrom_key_base[sec_chrom[e_sec]]
+        clen = c._chrom_len_flat[sec_chrom[e_sec]]
+        a = np.clip(key_lo[e_pair] - cb, 0, clen)
+        b = np.clip(key_hi[e_pair] - cb, 0, clen)
+        first, count = item_ranges(words, secs, e_sec, a, b)
+        count = np.where(b > a, count, 0)
+        rec = expand_records(words, secs, sec=e_sec, first=first, count=count)
+        k = rec.section
+        o = origin[e_pair[k]] - cb[k]
+        ls = np.maximum(rec.start, a[k]) - o
+        le = np.minimum(np.minimum(rec.end, b[k]), clen[k]) - o
+        keep = le > ls
         if not keep.all():
-            start_key, end_key, value, track = start_key[keep], end_key[keep], value[keep], track[keep]
-        return start_key, end_key, value, track
+            k, ls, le, value = k[keep], ls[keep], le[keep], rec.value[keep]
+        else:
+            value = rec.value
+        return e_pair[k], ls, le, value
 
     # -- whole batch ----------------------------------------------------------------------------
     def process(self, chromosomes, starts, ends, tracks=None, window_size=1, reduce="mean",
@@ -108,25 +109,30 @@ class BatchProcessor:
         track_idx, B, L = q["tracks"], q["batch"], q["length"]
         T = len(track_idx)
         key_lo, key_hi, origin = q["key_lo"], q["key_hi"], q["origin"]
-        leaf_ids = self.plan(key_lo, key_hi)
+        leaf_ids, pair_of, leaf_of = self.plan(key_lo, key_hi)
         t1 = time.perf_counter()
-        raw = self.read(leaf_ids)
+        words = self.fetch(leaf_ids)
         t2 = time.perf_counter()
-        s_key, e_key, value, rec_track = self.decode(leaf_ids, raw)
+        secs, sec_chrom = self.decode(leaf_ids, words)
         t3 = time.perf_counter()
+        pair, ls, le, value = self.search(leaf_ids, pair_of, leaf_of, words, secs, sec_chrom,
+                                          key_lo, key_hi, origin)
+        t4 = time.perf_counter()
         scale = c._scaling
         exact64 = window_size > 1 or scale is not None
         work = np.float64 if exact64 else np.float32
-        value = value.astype(work) if exact64 else value
+        if exact64:
+            value = value.astype(np.float64)
         if scale is not None:
-            value = value * scale[rec_track]
-        sorted_ok = records_sorted(s_key, e_key)
-        t4 = time.perf_counter()
-        fill = fill_dense if sorted_ok else fill_dense_reference
-        dense = fill(s_key, e_key, value, key_lo, key_hi, origin, L, default_value, work)
-        skip_nan = np.isnan(default_value)
-        red = window_reduce(dense, window_size, reduce, bool(skip_nan))
-        out = red.reshape(T, B, -1).transpose(1, 2, 0)
+            value = value * scale[track_idx[pair // max(B, 1)]]
+        fast = runs_disjoint(pair, ls, le)
+        if fast and window_size == 1:
+            out = fill_runs(pair, ls, le, value, T * B, L, default_value, work, tracks_last=(T, B))
+        else:
+            fill = fill_runs if fast else fill_runs_reference
+            dense = fill(pair, ls, le, value, T * B, L, default_value, work)
+            red = window_reduce(dense, window_size, reduce, bool(np.isnan(default_value)))
+            out = red.reshape(T, B, -1).transpose(1, 2, 0)
         out = cast_output(out, dtype)
         t5 = time.perf_counter()
         last = dict(zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)))
@@ -135,7 +141,9 @@ class BatchProcessor:
         self.last_timings = last
         return out
 
+    @property
+    def bytes_read(self) -> int:
+        return self._fetcher.bytes_read
+
     def close(self):
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        self._fetcher.close()

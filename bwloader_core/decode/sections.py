@@ -124,25 +124,79 @@ def parse_section_headers(w: Words, swap, where, xp=np) -> Sections:
     return Sections(**cat)
 
 
-def expand_records(w: Words, s: Sections, xp=np) -> Records:
-    """Expand every section's items to (start, end, value); fixedStep/variableStep get end = start + span."""
-    n = int(s.count.sum()) if len(s.count) else 0
+def expand_records(w: Words, s: Sections, xp=np, sec=None, first=None, count=None) -> Records:
+    """Expand section items to (start, end, value); fixedStep/variableStep get end = start + span.
+
+    By default every item of every section; or, for entries k, items first[k] .. first[k]+count[k]-1
+    of section sec[k] (the output's `section` field then holds the entry index k)."""
+    if sec is None:
+        sec, first, count = xp.arange(len(s.count)), xp.zeros(len(s.count), xp.int64), s.count
+    n = int(count.sum()) if len(count) else 0
     if n == 0:
         z = xp.zeros(0, xp.int64)
         return Records(z, z, z, xp.zeros(0, xp.float32))
-    sec = xp.repeat(xp.arange(len(s.count)), s.count)
-    first = xp.cumsum(s.count) - s.count
-    i = xp.arange(n) - first[sec]
-    typ = s.type[sec]
-    pos = s.item_word[sec] + i * xp.asarray(ITEM_WORDS)[typ]
+    entry = xp.repeat(xp.arange(len(count)), count)
+    i = xp.arange(n) - (xp.cumsum(count) - count)[entry] + first[entry]
+    sid = sec[entry]
+    typ = s.type[sid]
+    pos = s.item_word[sid] + i * xp.asarray(ITEM_WORDS)[typ]
     words = w.words
     nw = len(words)
     fixed = typ == FIXEDSTEP
-    start = xp.where(fixed, s.start[sec] + i * s.step[sec], words[pos].astype(xp.int64))
+    start = xp.where(fixed, s.start[sid] + i * s.step[sid], words[pos].astype(xp.int64))
     end_bg = words[xp.minimum(pos + 1, nw - 1)].astype(xp.int64)
-    end = xp.where(typ == BEDGRAPH, end_bg, start + s.span[sec])
+    end = xp.where(typ == BEDGRAPH, end_bg, start + s.span[sid])
     value = words[pos + xp.asarray(VALUE_WORD)[typ]].view(xp.float32)
-    return Records(sec, start, end, value)
+    return Records(entry, start, end, value)
+
+
+def item_ranges(w: Words, s: Sections, sec, a, b, xp=np):
+    """For entries k: the items of section sec[k] that overlap bases [a[k], b[k]) of its chromosome,
+    as (first, count). Items of a valid section are sorted and disjoint, so ends and starts are
+    monotone: a vectorised bisection over all entries at once (fixedStep: arithmetic)."""
+    words = w.words
+    typ = s.type[sec]
+    cnt = s.count[sec]
+    iw = xp.asarray(ITEM_WORDS)[typ]
+    base = s.item_word[sec]
+    span = s.span[sec]
+    # lower bound: first item whose end > a.  bedGraph: end word; variableStep: start + span
+    lo_word = xp.where(typ == BEDGRAPH, 1, 0)
+    lo_add = xp.where(typ == BEDGRAPH, 0, span)
+    lo, hi = xp.zeros_like(cnt), cnt.copy()
+    lo2, hi2 = xp.zeros_like(cnt), cnt.copy()
+    while True:
+        act = lo < hi
+        act2 = lo2 < hi2
+        if not (bool(act.any()) or bool(act2.any())):
+            break
+        mid = (lo + hi) // 2
+        v = words[xp.minimum(base + mid * iw + lo_word, len(words) - 1)].astype(xp.int64) + lo_add
+        right = act & (v <= a)
+        lo = xp.where(right, mid + 1, lo)
+        hi = xp.where(act & ~right, mid, hi)
+        mid2 = (lo2 + hi2) // 2
+        v2 = words[xp.minimum(base + mid2 * iw, len(words) - 1)].astype(xp.int64)
+        right2 = act2 & (v2 < b)
+        lo2 = xp.where(right2, mid2 + 1, lo2)
+        hi2 = xp.where(act2 & ~right2, mid2, hi2)
+    first, last = lo, lo2
+    fixed = typ == FIXEDSTEP
+    if bool(fixed.any()):
+        st = xp.maximum(s.step[sec], 1)
+        s0 = s.start[sec]
+        f0 = xp.clip(_floordiv(a - span - s0, st) + 1, 0, cnt)
+        f1 = xp.clip(-_floordiv(-(b - s0), st), 0, cnt)
+        zero_step = s.step[sec] == 0
+        f0 = xp.where(zero_step, 0, f0)
+        f1 = xp.where(zero_step, xp.where((s0 < b) & (s0 + span > a), cnt, 0), f1)
+        first = xp.where(fixed, f0, first)
+        last = xp.where(fixed, f1, last)
+    return first, xp.maximum(last - first, 0)
+
+
+def _floordiv(x, y):
+    return x // y
 
 
 def _raise(where, block, msg):

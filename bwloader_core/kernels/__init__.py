@@ -1,4 +1,4 @@
-"""Records -> dense tensor: search, fill and window reduction."""
-from .fill_numpy import fill_dense, fill_dense_reference, window_reduce
+"""Records -> dense tensor: fill and window reduction."""
+from .fill_numpy import fill_runs, fill_runs_reference, runs_disjoint, window_reduce
 
-__all__ = ["fill_dense", "fill_dense_reference", "window_reduce"]
+__all__ = ["fill_runs", "fill_runs_reference", "runs_disjoint", "window_reduce"]
