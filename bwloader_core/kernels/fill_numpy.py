@@ -41,7 +41,8 @@ def fill_runs(pair, ls, le, value, n_pairs, length, default, dtype, xp=np, track
     vals[1:] = value
     if tracks_last is not None:
         T, B = tracks_last
-        return vals[idx.reshape(T, B, length).transpose(1, 2, 0)]
+        out = xp.empty((B, length, T), dtype)
+        return xp.take(vals, idx.reshape(T, B, length).transpose(1, 2, 0), out=out)
     return vals[idx].reshape(n_pairs, length)
 
 

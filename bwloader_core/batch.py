@@ -1,0 +1,50 @@
+"""Batch: the unit that flows out of the loader."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(eq=False)
+class Batch:
+    """Values and (optionally) one-hot sequences of one query batch, with where they came from.
+
+    `values` is (batch, target_length // window_size, n_tracks) over [target_starts, target_ends);
+    `sequences` is (batch, sequence_length, 4) (A, C, G, T) over [starts, ends), or None without a
+    reference genome. Samples with `reverse_complement` set have values reversed along length and
+    the sequence reverse-complemented. The batch owns its arrays: no later batch overwrites them.
+    """
+
+    values: np.ndarray
+    chromosomes: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+    target_starts: np.ndarray
+    target_ends: np.ndarray
+    track_indices: np.ndarray
+    track_names: tuple
+    reverse_complement: np.ndarray
+    sequences: np.ndarray | None = None
+    epoch: int = 0
+    index: int = 0
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.values.shape[0])
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.values.nbytes + (self.sequences.nbytes if self.sequences is not None else 0))
+
+    def coordinates(self) -> list[str]:
+        """'chrom:start-end(+/-)' of each sample's input window."""
+        return [f"{c}:{s}-{e}({'-' if r else '+'})" for c, s, e, r in
+                zip(self.chromosomes.tolist(), self.starts.tolist(), self.ends.tolist(),
+                    self.reverse_complement.tolist())]
+
+    def __repr__(self):
+        seq = None if self.sequences is None else tuple(self.sequences.shape)
+        return (f"Batch(epoch={self.epoch}, index={self.index}, values={tuple(self.values.shape)} "
+                f"{self.values.dtype}, sequences={seq}, tracks={len(self.track_names)})")

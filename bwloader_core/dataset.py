@@ -1,0 +1,60 @@
+"""BigWigDataset: the framework-agnostic iterable that training loops over (one epoch per iter)."""
+from __future__ import annotations
+
+from .streamed import StreamedDataloader
+
+
+class BigWigDataset:
+    """Batches of one epoch per `iter()`, streamed by a StreamedDataloader.
+
+    `set_epoch(n)` chooses the epoch (the same seed and epoch give the same batches); without it,
+    each new `iter()` moves on to the next epoch.
+    """
+
+    def __init__(self, collection, generator, *, num_workers=2, queue_size=4, window_size=1,
+                 reduce="mean", default_value=0.0, dtype="float32", genome=None,
+                 threads_per_worker=None, sequence_dtype=None, owns_collection=False):
+        self.collection = collection
+        self.generator = generator
+        self.loader_kwargs = dict(num_workers=num_workers, queue_size=queue_size, window_size=window_size,
+                                  reduce=reduce, default_value=default_value, dtype=dtype, genome=genome,
+                                  threads_per_worker=threads_per_worker, sequence_dtype=sequence_dtype)
+        self.epoch = None
+        self._next_epoch = 0
+        self._owns_collection = owns_collection
+        self._loader = None
+
+    def set_epoch(self, epoch: int):
+        self.epoch = int(epoch)
+
+    def __len__(self):
+        return len(self.generator)
+
+    def __iter__(self):
+        epoch = self.epoch if self.epoch is not None else self._next_epoch
+        self._next_epoch = epoch + 1
+        self.epoch = None
+        self.generator.set_epoch(epoch)
+        loader = StreamedDataloader(iter(self.generator), self.collection, **self.loader_kwargs)
+        self._loader = loader
+        try:
+            yield from loader
+        finally:
+            loader.close()
+            self._loader = None
+
+    @property
+    def track_names(self):
+        return list(self.collection.track_names)
+
+    def close(self):
+        if self._loader is not None:
+            self._loader.close()
+        if self._owns_collection:
+            self.collection.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
