@@ -1,0 +1,181 @@
+"""LoaderConfig: every loader knob with its type, bounds and doc; YAML round trip; build()."""
+from __future__ import annotations
+
+import difflib
+import math
+import os
+from pathlib import Path
+
+import param
+import yaml
+
+FORMAT_VERSION = 1
+
+
+class LoaderConfigError(ValueError):
+    """A config (YAML or keywords) names an unknown key or gives a bad value."""
+
+
+class LoaderConfig(param.Parameterized):
+    """Everything that decides what a training run reads. `to_yaml()` writes only what differs
+    from the defaults; `from_yaml()` reads it back (safe loading, unknown keys rejected)."""
+
+    bigwig_paths = param.List(default=[], item_type=str, doc="bigWig files (or one directory of them), one track each")
+    track_names = param.List(default=None, item_type=str, allow_None=True, doc="names of the tracks (default: file stems)")
+    reference_genome = param.String(default=None, allow_None=True, doc="FASTA (plain or bgzipped, with .fai) for one-hot sequences")
+    regions = param.Parameter(default=None, doc="regions to sample from: a BED path, a list of [chrom, start, end], or None for all chromosomes")
+    exclude = param.Parameter(default=None, doc="regions never sampled (blacklist): a BED path or a list of [chrom, start, end]")
+    sequence_length = param.Integer(default=1000, bounds=(1, None), doc="input window length in bases")
+    center_bin_to_predict = param.Integer(default=None, allow_None=True, bounds=(1, None), doc="length of the centred target crop (default: the whole window)")
+    window_size = param.Integer(default=1, bounds=(1, None), doc="bases per output bin")
+    reduce = param.Selector(default="mean", objects=["mean", "max", "min", "sum"], doc="reduction over each bin")
+    batch_size = param.Integer(default=32, bounds=(1, None), doc="samples per batch")
+    batches_per_epoch = param.Integer(default=None, allow_None=True, bounds=(1, None), doc="default: total region length // sequence_length // batch_size")
+    seed = param.Integer(default=0, bounds=(0, None), doc="random seed; same seed + epoch = same batches")
+    num_workers = param.Integer(default=2, bounds=(1, 256), doc="worker threads, each with its own BatchProcessor")
+    queue_size = param.Integer(default=4, bounds=(1, 1024), doc="bounded queue length (prefetch depth)")
+    threads_per_worker = param.Integer(default=None, allow_None=True, bounds=(1, 256), doc="inflate threads per worker (default: CPUs / workers)")
+    backend = param.Selector(default="cpu", objects=["cpu", "cuda", "auto"], doc="array backend")
+    dtype = param.Selector(default="float32", objects=["float32", "float16", "bfloat16"], doc="output dtype of values and sequences")
+    default_value = param.Number(default=0.0, doc="value where a track has no data (.nan allowed)")
+    scaling = param.Parameter(default=None, doc="per-track factors: a list, or a mapping track name -> factor")
+    jitter = param.Integer(default=0, bounds=(0, None), doc="random shift of each window, in bases, up to +/- jitter")
+    reverse_complement = param.Boolean(default=False, doc="augment: reverse values and reverse-complement sequences of half the samples")
+    tracks = param.Parameter(default=None, doc="track sampling: None (all), an int k (k random per batch) or a list of names")
+    max_unknown_fraction = param.Number(default=None, allow_None=True, bounds=(0.0, 1.0), doc="drop windows with more non-ACGT bases than this")
+    one_hot_unknown = param.Selector(default="zeros", objects=["zeros", "quarter"], doc="one-hot of N and IUPAC codes")
+
+    # -- YAML round trip --------------------------------------------------------------------------
+    @classmethod
+    def _knobs(cls):
+        return [n for n in cls.param if n != "name"]
+
+    def to_dict(self) -> dict:
+        """Non-default values only, plus the format version."""
+        out = {"format_version": FORMAT_VERSION}
+        for name in self._knobs():
+            value, default = getattr(self, name), self.param[name].default
+            if _same(value, default):
+                continue
+            out[name] = value
+        return out
+
+    def to_yaml(self, path=None) -> str:
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_dict(cls, spec: dict, source: str = "config") -> "LoaderConfig":
+        if not isinstance(spec, dict):
+            raise LoaderConfigError(f"{source}: expected a mapping of settings, got {type(spec).__name__}")
+        spec = dict(spec)
+        version = spec.pop("format_version", FORMAT_VERSION)
+        if version != FORMAT_VERSION:
+            raise LoaderConfigError(f"{source}: format_version {version!r} is not supported (this bwloader reads {FORMAT_VERSION})")
+        knobs = cls._knobs()
+        for key in spec:
+            if key not in knobs:
+                close = difflib.get_close_matches(str(key), knobs, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise LoaderConfigError(f"{source}: unknown key {key!r}{hint}")
+        cfg = cls()
+        for key, value in spec.items():
+            try:
+                setattr(cfg, key, value)
+            except (ValueError, TypeError) as exc:
+                raise LoaderConfigError(f"{source}: bad value for {key!r}: {exc}") from None
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def from_yaml(cls, path_or_text) -> "LoaderConfig":
+        """Read a YAML file (or YAML text) written by `to_yaml`."""
+        source = "config"
+        text = path_or_text
+        if isinstance(path_or_text, os.PathLike) or (isinstance(path_or_text, str) and "\n" not in path_or_text
+                                                    and not path_or_text.lstrip().startswith("{")
+                                                    and Path(path_or_text).suffix in (".yaml", ".yml")):
+            source = os.fspath(path_or_text)
+            try:
+                text = Path(source).read_text()
+            except OSError as exc:
+                raise LoaderConfigError(f"{source}: cannot read: {exc.strerror}") from None
+        try:
+            spec = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise LoaderConfigError(f"{source}: not valid YAML: {exc}") from None
+        return cls.from_dict(spec if spec is not None else {}, source)
+
+    # -- checks across knobs ----------------------------------------------------------------------
+    def validate(self):
+        """Checks that need several knobs at once (each knob checks its own type and bounds)."""
+        if self.center_bin_to_predict is not None:
+            if self.center_bin_to_predict > self.sequence_length:
+                raise LoaderConfigError(f"center_bin_to_predict ({self.center_bin_to_predict}) is longer than "
+                                        f"sequence_length ({self.sequence_length})")
+            if self.center_bin_to_predict % self.window_size:
+                raise LoaderConfigError(f"center_bin_to_predict ({self.center_bin_to_predict}) must be a multiple "
+                                        f"of window_size ({self.window_size})")
+        elif self.window_size > self.sequence_length:
+            raise LoaderConfigError(f"window_size ({self.window_size}) is longer than sequence_length "
+                                    f"({self.sequence_length})")
+        if self.default_value is not None and math.isinf(self.default_value):
+            raise LoaderConfigError("default_value must be finite or .nan")
+        if self.scaling is not None:
+            vals = list(self.scaling.values()) if isinstance(self.scaling, dict) else self.scaling
+            if not isinstance(vals, (list, tuple)) or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in vals):
+                raise LoaderConfigError("scaling must be a list of finite numbers or a mapping track -> finite number")
+        if self.tracks is not None and not (isinstance(self.tracks, int) and not isinstance(self.tracks, bool)
+                                            or isinstance(self.tracks, list)):
+            raise LoaderConfigError("tracks must be None, an integer k, or a list of track names")
+        return self
+
+    # -- building ---------------------------------------------------------------------------------
+    def build(self, rank: int | None = None, world_size: int | None = None):
+        """Open the files and return a BigWigDataset (iterate it once per epoch; `set_epoch(n)`)."""
+        from .backend import resolve_backend
+        from .collection import BigWigCollection
+        from .dataset import BigWigDataset
+        from .sampling import QueryBatchGenerator
+
+        self.validate()
+        if not self.bigwig_paths:
+            raise LoaderConfigError("bigwig_paths is empty: name the bigWig files (or a directory of them)")
+        resolve_backend(self.backend)
+        paths = self.bigwig_paths[0] if len(self.bigwig_paths) == 1 and Path(self.bigwig_paths[0]).is_dir() \
+            else self.bigwig_paths
+        coll = BigWigCollection(paths, track_names=self.track_names, scaling=self.scaling)
+        try:
+            genome = None
+            if self.reference_genome:
+                from .sequence import ReferenceGenome
+                genome = ReferenceGenome(self.reference_genome, one_hot_unknown=self.one_hot_unknown)
+                genome.check_chromosomes(list(coll.chrom_sizes))
+            gen = QueryBatchGenerator(
+                coll.chrom_sizes, coll.track_names, regions=_regions(self.regions), exclude=_regions(self.exclude),
+                sequence_length=self.sequence_length, center_bin_to_predict=self.center_bin_to_predict,
+                window_size=self.window_size, batch_size=self.batch_size, batches_per_epoch=self.batches_per_epoch,
+                jitter=self.jitter, reverse_complement=self.reverse_complement, tracks=self.tracks, seed=self.seed,
+                rank=rank, world_size=world_size, max_unknown_fraction=self.max_unknown_fraction,
+                genome=genome if self.max_unknown_fraction is not None else None)
+        except BaseException:
+            coll.close()
+            raise
+        return BigWigDataset(coll, gen, num_workers=self.num_workers, queue_size=self.queue_size,
+                             window_size=self.window_size, reduce=self.reduce, default_value=self.default_value,
+                             dtype=self.dtype, genome=genome, threads_per_worker=self.threads_per_worker,
+                             owns_collection=True)
+
+
+def _regions(spec):
+    if isinstance(spec, list):
+        return [tuple(r) for r in spec]
+    return spec
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return a == b
