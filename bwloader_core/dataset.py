@@ -23,6 +23,7 @@ class BigWigDataset:
         self._next_epoch = 0
         self._owns_collection = owns_collection
         self._loader = None
+        self.worker_shard = None  # (id, count): keep every count-th query batch (DataLoader workers)
 
     def set_epoch(self, epoch: int):
         self.epoch = int(epoch)
@@ -35,7 +36,11 @@ class BigWigDataset:
         self._next_epoch = epoch + 1
         self.epoch = None
         self.generator.set_epoch(epoch)
-        loader = StreamedDataloader(iter(self.generator), self.collection, **self.loader_kwargs)
+        source = iter(self.generator)
+        if self.worker_shard is not None and self.worker_shard[1] > 1:
+            wid, n = self.worker_shard
+            source = (qb for qb in source if qb.index % n == wid)
+        loader = StreamedDataloader(source, self.collection, **self.loader_kwargs)
         self._loader = loader
         try:
             yield from loader
