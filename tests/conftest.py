@@ -1,0 +1,47 @@
+"""Shared fixtures: deterministic test bigWig files (built once per session) and their oracle.
+
+``bw_files`` maps a fixture name to a :class:`data_files.BWFile` (``path``, ``description``,
+``oracle_path``, ``chrom_sizes``; it unpacks as ``(path, description)``). Each name in
+``data_files.FIXTURE_NAMES`` is also a fixture of its own. ``data_files.oracle_values`` gives
+pyBigWig's values for any file.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import data_files  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def bw_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("bigwigs")
+
+
+@pytest.fixture(scope="session")
+def bw_files(bw_dir) -> dict:
+    """All test files by name (built once per session, deterministic from data_files.SEED)."""
+    return data_files.build_all(bw_dir)
+
+
+@pytest.fixture(scope="session")
+def bw_file_list(bw_files) -> list:
+    """All test files as a list of (path, description) pairs (BWFile objects)."""
+    return list(bw_files.values())
+
+
+def _make_fixture(name):
+    @pytest.fixture(scope="session", name=name)
+    def _fixture(bw_files):
+        return bw_files[name]
+
+    _fixture.__doc__ = f"The {name!r} test bigWig (data_files.BWFile)."
+    return _fixture
+
+
+for _name in data_files.FIXTURE_NAMES:
+    globals()[f"_fixture_{_name}"] = _make_fixture(_name)
