@@ -81,10 +81,16 @@ def resolve_one_hot_dtype(dtype) -> np.dtype:
     return dt
 
 
-def _one_hot_table(dtype: np.dtype, unknown: str) -> np.ndarray:
+_PACKED_VIEW = {4: np.uint32, 8: np.uint64, 16: np.complex128}
+
+
+def _one_hot_table(dtype: np.dtype, unknown: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """(table (256, 4), the same rows packed as one 4/8/16-byte scalar each, or None).
+
+    Gathering one packed scalar per base is 3-6x faster than gathering a 4-wide row."""
     key = (dtype.str if dtype.name != "bfloat16" else "bfloat16", unknown)
-    table = _TABLE_CACHE.get(key)
-    if table is None:
+    entry = _TABLE_CACHE.get(key)
+    if entry is None:
         base = np.zeros((256, 4), dtype=np.float32)
         known = ~_UNKNOWN
         base[np.flatnonzero(known), _CHANNEL[known]] = 1.0
@@ -95,11 +101,14 @@ def _one_hot_table(dtype: np.dtype, unknown: str) -> np.ndarray:
                     "use a float dtype or one_hot_unknown='zeros'"
                 )
             base[_UNKNOWN] = 0.25
-        table = base.astype(dtype)
+        table = np.ascontiguousarray(base.astype(dtype))
         table.setflags(write=False)
+        view = _PACKED_VIEW.get(table.itemsize * 4)
+        packed = table.view(view).reshape(256) if view is not None else None
+        entry = (table, packed)
         with _TABLE_LOCK:
-            _TABLE_CACHE[key] = table
-    return table
+            _TABLE_CACHE[key] = entry
+    return entry
 
 
 def as_codes(seqs) -> np.ndarray:
@@ -150,8 +159,11 @@ def one_hot(codes, dtype="float32", unknown: str = "zeros") -> np.ndarray:
     """
     if unknown not in _ONE_HOT_UNKNOWN:
         raise ValueError(f"unknown must be one of {_ONE_HOT_UNKNOWN}, got {unknown!r}")
-    table = _one_hot_table(resolve_one_hot_dtype(dtype), unknown)
-    return table[as_codes(codes)]
+    table, packed = _one_hot_table(resolve_one_hot_dtype(dtype), unknown)
+    codes = as_codes(codes)
+    if packed is None:
+        return np.take(table, codes, axis=0)
+    return np.take(packed, codes).view(table.dtype).reshape(codes.shape + (4,))
 
 
 def unknown_fraction(codes) -> np.ndarray | float:
@@ -293,7 +305,7 @@ class ReferenceGenome:
         except pyfaidx.UnsupportedCompressionFormat as exc:
             raise ValueError(
                 f"{self.path}: compressed FASTA must be BGZF (bgzip), not plain gzip: "
-                f"run `gunzip {self.path} && bgzip <file>` ({exc})"
+                f"run `gunzip {self.path} && bgzip {os.path.splitext(self.path)[0]}`"
             ) from exc
         except pyfaidx.FastaIndexingError as exc:
             raise ValueError(f"{self.path}: cannot index FASTA: {exc}") from exc
@@ -319,6 +331,12 @@ class ReferenceGenome:
                 self._fd = None
         except Exception:
             pass
+
+    def __getstate__(self):  # picklable for worker processes: reopened on the other side
+        return {"path": self.path, "one_hot_unknown": self.one_hot_unknown}
+
+    def __setstate__(self, state):
+        self.__init__(state["path"], state["one_hot_unknown"])
 
     def __repr__(self) -> str:
         return f"ReferenceGenome({self.path!r}, {len(self.chrom_sizes)} sequences)"

@@ -41,6 +41,10 @@ class Regions:
     starts: np.ndarray            # int64
     ends: np.ndarray              # int64
 
+    def __post_init__(self):
+        for arr in (self.chrom_lengths, self.chrom_ids, self.starts, self.ends):
+            arr.setflags(write=False)  # shared by samplers and generators: never modified in place
+
     # -- construction -------------------------------------------------------------------------
     @classmethod
     def from_arrays(cls, chrom_sizes: Mapping[str, int], chroms, starts, ends, *,
