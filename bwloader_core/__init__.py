@@ -4,4 +4,23 @@ from .errors import BigWigFormatError
 from .format import BigWigFile
 
 __version__ = "0.1.0"
-__all__ = ["BigWigCollection", "BigWigFile", "BigWigFormatError", "__version__"]
+
+_LAZY = {
+    "Batch": ".batch",
+    "BigWigDataset": ".dataset",
+    "LoaderConfig": ".config",
+    "LoaderConfigError": ".config",
+    "StreamedDataloader": ".streamed",
+    "WorkerContext": ".streamed",
+    "BatchProcessor": ".batch_processor",
+    "QueryBatchGenerator": ".sampling",
+    "ReferenceGenome": ".sequence",
+}
+__all__ = ["BigWigCollection", "BigWigFile", "BigWigFormatError", "__version__", *_LAZY]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module 'bwloader_core' has no attribute {name!r}")

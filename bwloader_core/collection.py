@@ -48,6 +48,7 @@ class BigWigCollection:
             raise ValueError(f"duplicate track names {dup[:5]}; pass track_names= to name them uniquely")
         self.track_names = names
         self._n_threads = n_threads
+        _ensure_fd_limit(len(self.paths))
         self.files: list[BigWigFile] = []
         try:
             for p in self.paths:
@@ -248,6 +249,19 @@ class BigWigCollection:
 
     def __repr__(self):
         return f"BigWigCollection({self.n_tracks} tracks, {len(self.chrom_sizes)} chromosomes)"
+
+
+def _ensure_fd_limit(n_files: int):
+    """Each open bigWig holds a file descriptor: raise the soft limit (up to the hard one) if needed."""
+    try:
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        need = n_files + 256
+        if soft != resource.RLIM_INFINITY and soft < need:
+            target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ImportError, ValueError, OSError):
+        pass
 
 
 def _as_int_array(x, name):
