@@ -18,6 +18,7 @@ import numpy as np
 
 from .batch import Batch
 from .batch_processor import BatchProcessor
+from .sequence import reverse_complement_codes
 
 log = logging.getLogger(__name__)
 _POLL = 0.05           # seconds between checks of the stop flag while blocked on a queue
@@ -47,8 +48,11 @@ def make_batch(qb, processor: BatchProcessor, genome, spec: BatchSpec) -> Batch:
     sequences = None
     if genome is not None:
         t1 = time.perf_counter()
-        sequences = genome.fetch_one_hot(qb.chromosomes, qb.starts, qb.ends,
-                                         dtype=spec.sequence_dtype or spec.dtype, reverse_complement=rc)
+        codes = getattr(qb, "sequence_codes", None)   # already read by the N filter
+        codes = genome.fetch_batch(qb.chromosomes, qb.starts, qb.ends) if codes is None else codes.copy()
+        if rc.any():
+            codes[rc] = reverse_complement_codes(codes[rc])
+        sequences = genome.one_hot(codes, dtype=spec.sequence_dtype or spec.dtype)
         timings["sequence"] = time.perf_counter() - t1
     timings["total"] = time.perf_counter() - t0
     return Batch(values=values, chromosomes=np.asarray(qb.chromosomes), starts=np.asarray(qb.starts),
