@@ -9,7 +9,7 @@ import numpy as np
 from .decode.cpu import BlockFetcher
 from .decode.sections import expand_records, item_ranges, parse_section_headers
 from .errors import BigWigFormatError
-from .kernels.fill_numpy import fill_runs, fill_runs_reference, runs_disjoint, window_reduce
+from .kernels.fill_numpy import fill_runs, fill_runs_reference, runs_disjoint, window_reduce, window_reduce_runs
 from .dtypes import cast_output
 
 STAGES = ("plan", "read+inflate", "decode", "search", "fill")
@@ -128,6 +128,9 @@ class BatchProcessor:
         fast = runs_disjoint(pair, ls, le)
         if fast and window_size == 1:
             out = fill_runs(pair, ls, le, value, T * B, L, default_value, work, tracks_last=(T, B))
+        elif fast:
+            red = window_reduce_runs(pair, ls, le, value, T * B, L, window_size, reduce, default_value)
+            out = red.reshape(T, B, -1).transpose(1, 2, 0)
         else:
             fill = fill_runs if fast else fill_runs_reference
             dense = fill(pair, ls, le, value, T * B, L, default_value, work)

@@ -77,3 +77,49 @@ def window_reduce(values, window_size: int, reduce: str, skip_nan: bool, xp=np):
     if skip_nan and reduce == "sum":
         out = xp.where(xp.isnan(v).all(axis=2), xp.nan, out)
     return out
+
+
+def window_reduce_runs(pair, ls, le, value, n_pairs, length, window_size, reduce, default, xp=np):
+    """The windowed reduction straight from runs, without a per-base array: each run is cut at
+    window edges and the pieces are summed per (pair, window) with bincount. Runs must be
+    disjoint within a pair. Equals `window_reduce(fill_runs(...))` up to float64 rounding of the
+    sums (mean/sum), exactly for max/min. Returns (n_pairs, length // window_size) float64."""
+    w = int(window_size)
+    nw = length // w
+    skip_nan = bool(np.isnan(default))
+    value = value.astype(xp.float64)
+    le = xp.minimum(le, nw * w)
+    keep = le > ls
+    if skip_nan:
+        keep &= ~xp.isnan(value)
+    pair, ls, le, value = pair[keep], ls[keep], le[keep], value[keep]
+    w0 = ls // w
+    k = (le - 1) // w - w0 + 1
+    run = xp.repeat(xp.arange(len(ls)), k)
+    win = w0[run] + xp.arange(int(k.sum())) - xp.repeat(xp.cumsum(k) - k, k)
+    seg = xp.minimum(le[run], (win + 1) * w) - xp.maximum(ls[run], win * w)
+    flat = pair[run] * nw + win
+    size = n_pairs * nw
+    covered = xp.bincount(flat, weights=seg, minlength=size)
+    full = covered == w
+    if reduce in ("mean", "sum"):
+        sums = xp.bincount(flat, weights=value[run] * seg, minlength=size)
+        if skip_nan:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out = sums / covered if reduce == "mean" else sums
+            out = xp.where(covered > 0, out, xp.nan)
+        else:
+            out = sums + default * (w - covered)
+            if reduce == "mean":
+                out = out / w
+    else:
+        init = -xp.inf if reduce == "max" else xp.inf
+        acc = xp.full(size, init, xp.float64)
+        with np.errstate(invalid="ignore"):
+            (xp.maximum if reduce == "max" else xp.minimum).at(acc, flat, value[run])
+        if skip_nan:
+            out = xp.where(covered > 0, acc, xp.nan)
+        else:
+            pick = xp.maximum if reduce == "max" else xp.minimum
+            out = xp.where(full, acc, pick(acc, default))
+    return out.reshape(n_pairs, nw)
