@@ -415,19 +415,34 @@ def oracle_intervals(path_or_file, chrom) -> tuple[np.ndarray, np.ndarray]:
 
 
 # --------------------------------------------------------------------------------------- queries
+_anchors: dict[tuple[str, str], np.ndarray] = {}
+
+
 def anchor_positions(f: BWFile, chrom) -> np.ndarray:
     """Positions worth straddling on chrom: record and block boundaries, 0 and the chromosome end."""
-    s, e = oracle_intervals(f, chrom)
-    parts = [s, e, np.array([0, f.chrom_sizes[chrom]], np.int64)]
-    try:
-        layout = parse_layout(f.oracle_path)
-        cid = layout.chrom_ids[chrom]
-        leaves = layout.data_leaves
-        sel = leaves["start_chrom"] == cid
-        parts += [leaves["start_base"][sel].astype(np.int64), leaves["end_base"][sel].astype(np.int64)]
-    except Exception:  # layout parsing is a nicety for anchors only
-        pass
-    return np.unique(np.concatenate(parts))
+    key = (f.oracle_path, chrom)
+    if key not in _anchors:
+        s, e = oracle_intervals(f, chrom)
+        parts = [s, e, np.array([0, f.chrom_sizes[chrom]], np.int64)]
+        try:
+            layout = _cached_layout(f.oracle_path)
+            cid = layout.chrom_ids[chrom]
+            leaves = layout.data_leaves
+            sel = leaves["start_chrom"] == cid
+            parts += [leaves["start_base"][sel].astype(np.int64), leaves["end_base"][sel].astype(np.int64)]
+        except Exception:  # layout parsing is a nicety for anchors only
+            pass
+        _anchors[key] = np.unique(np.concatenate(parts))
+    return _anchors[key]
+
+
+_layouts: dict[str, "Layout"] = {}
+
+
+def _cached_layout(path) -> "Layout":
+    if path not in _layouts:
+        _layouts[path] = parse_layout(path)
+    return _layouts[path]
 
 
 def random_queries(f: BWFile | list, rng, length: int, n: int, chrom_pool=None):
