@@ -3,16 +3,47 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
 from .decode.cpu import BlockFetcher
 from .decode.sections import expand_records, item_ranges, parse_section_headers
 from .errors import BigWigFormatError
-from .kernels.fill_numpy import fill_runs, fill_runs_reference, runs_disjoint, window_reduce, window_reduce_runs
+from .kernels.fill_numpy import (fill_runs, fill_runs_reference, finalize_windows, runs_disjoint, window_reduce,
+                                 window_reduce_runs)
 from .dtypes import cast_output
 
 STAGES = ("plan", "read+inflate", "decode", "search", "fill")
+
+
+@dataclass
+class Entries:
+    """(pair, section) combinations of a batch and the items each needs."""
+    pair: np.ndarray      # pair index (track-major: t * batch + b)
+    sec: np.ndarray       # section index
+    a: np.ndarray         # query range on the section's chromosome, clipped to it
+    b: np.ndarray
+    origin: np.ndarray    # chromosome position of output base 0 of the pair
+    first: np.ndarray     # first item needed
+    count: np.ndarray     # number of items needed
+
+
+def default_kernel() -> str:
+    """'numba' when numba is importable (compiled, GIL-free), else 'numpy'. BWLOADER_KERNEL overrides."""
+    env = os.environ.get("BWLOADER_KERNEL")
+    if env in ("numpy", "numba"):
+        return env
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return "numpy"
+    return "numba"
+
+
+def _numba_kernels():
+    from .kernels import fill_numba
+    return fill_numba
 
 
 class BatchProcessor:
@@ -22,8 +53,11 @@ class BatchProcessor:
     per call in `last_timings`). One processor serves one thread at a time.
     """
 
-    def __init__(self, collection, n_threads: int | None = None):
+    def __init__(self, collection, n_threads: int | None = None, kernel: str | None = None):
         self.collection = collection
+        self.kernel = kernel or default_kernel()
+        if self.kernel not in ("numpy", "numba"):
+            raise ValueError(f"kernel must be 'numpy' or 'numba', got {self.kernel!r}")
         self.n_threads = n_threads if n_threads is not None else (os.cpu_count() or 1)
         self._fetcher = BlockFetcher(self.n_threads)
         self.timings = dict.fromkeys(STAGES, 0.0)
@@ -73,8 +107,8 @@ class BatchProcessor:
                                           f"is not in the chromosome tree ({int(n_chroms[k])} chromosomes)")
         return secs, c._file_chrom_first[sec_file] + secs.chrom_id
 
-    def search(self, leaf_ids, pair_of, leaf_of, words, secs, sec_chrom, key_lo, key_hi, origin):
-        """Records overlapping each pair, as runs (pair, local start, local end, value) in file order."""
+    def search(self, leaf_ids, pair_of, leaf_of, words, secs, sec_chrom, key_lo, key_hi, origin) -> Entries:
+        """For every (pair, section) that may overlap: the range of items it needs (bisection)."""
         c = self.collection
         blk = np.searchsorted(leaf_ids, leaf_of)
         first_sec = np.searchsorted(secs.block, np.arange(len(leaf_ids)))
@@ -88,17 +122,63 @@ class BatchProcessor:
         b = np.clip(key_hi[e_pair] - cb, 0, clen)
         first, count = item_ranges(words, secs, e_sec, a, b)
         count = np.where(b > a, count, 0)
-        rec = expand_records(words, secs, sec=e_sec, first=first, count=count)
+        return Entries(e_pair, e_sec, a, b, origin[e_pair] - cb, first, count)
+
+    @staticmethod
+    def runs(words, secs, e: Entries):
+        """The items of every entry as runs (pair, local start, local end, value float32), in file order."""
+        rec = expand_records(words, secs, sec=e.sec, first=e.first, count=e.count)
         k = rec.section
-        o = origin[e_pair[k]] - cb[k]
-        ls = np.maximum(rec.start, a[k]) - o
-        le = np.minimum(np.minimum(rec.end, b[k]), clen[k]) - o
+        o = e.origin[k]
+        ls = np.maximum(rec.start, e.a[k]) - o
+        le = np.minimum(rec.end, e.b[k]) - o
         keep = le > ls
         if not keep.all():
             k, ls, le, value = k[keep], ls[keep], le[keep], rec.value[keep]
         else:
             value = rec.value
-        return e_pair[k], ls, le, value
+        return e.pair[k], ls, le, value
+
+    def fill(self, words, secs, e: Entries, T, B, L, window_size, reduce, default_value, entry_scale):
+        """Dense output (B, L // window_size, T) in float32 (float64 when scaled or windowed)."""
+        work = np.float64 if (window_size > 1 or entry_scale is not None) else np.float32
+        if self.kernel == "numba":
+            nb = _numba_kernels()
+            sc = entry_scale if entry_scale is not None else np.ones(len(e.pair))
+            args = (words.words, words.words.view(np.float32), e.pair, secs.type[e.sec], secs.item_word[e.sec],
+                    e.first, e.count, secs.start[e.sec], secs.step[e.sec], secs.span[e.sec], e.a, e.b,
+                    e.origin, sc)
+            if window_size == 1:
+                out = np.full((B, L, T), default_value, work)
+                nb.paint(*args, B, out)
+                return out
+            ok, sums, covered, acc = nb.window_accumulate(
+                *args, T * B, L, window_size, bool(np.isnan(default_value)), reduce in ("max", "min"),
+                reduce == "max")
+            if ok:
+                red = finalize_windows(sums, covered, acc, window_size, reduce, default_value)
+                return red.reshape(T, B, -1).transpose(1, 2, 0)
+        pair, ls, le, value = self.runs(words, secs, e)
+        if work == np.float64:
+            value = value.astype(np.float64)
+        if entry_scale is not None:
+            value = value * self._run_scale(entry_scale, e, pair, ls)
+        fast = runs_disjoint(pair, ls, le)
+        if fast and window_size == 1:
+            return fill_runs(pair, ls, le, value, T * B, L, default_value, work, tracks_last=(T, B))
+        if fast:
+            red = window_reduce_runs(pair, ls, le, value, T * B, L, window_size, reduce, default_value)
+        else:
+            dense = fill_runs_reference(pair, ls, le, value, T * B, L, default_value, work)
+            red = window_reduce(dense, window_size, reduce, bool(np.isnan(default_value)))
+        return red.reshape(T, B, -1).transpose(1, 2, 0)
+
+    @staticmethod
+    def _run_scale(entry_scale, e, pair, ls):
+        # runs keep their pair; every entry of a pair belongs to the same track, so scale by pair
+        per_pair = np.ones(int(pair.max()) + 1 if len(pair) else 0)
+        per_pair[e.pair] = entry_scale
+        return per_pair[pair]
 
     # -- whole batch ----------------------------------------------------------------------------
     def process(self, chromosomes, starts, ends, tracks=None, window_size=1, reduce="mean",
@@ -115,27 +195,10 @@ class BatchProcessor:
         t2 = time.perf_counter()
         secs, sec_chrom = self.decode(leaf_ids, words)
         t3 = time.perf_counter()
-        pair, ls, le, value = self.search(leaf_ids, pair_of, leaf_of, words, secs, sec_chrom,
-                                          key_lo, key_hi, origin)
+        entries = self.search(leaf_ids, pair_of, leaf_of, words, secs, sec_chrom, key_lo, key_hi, origin)
         t4 = time.perf_counter()
-        scale = c._scaling
-        exact64 = window_size > 1 or scale is not None
-        work = np.float64 if exact64 else np.float32
-        if exact64:
-            value = value.astype(np.float64)
-        if scale is not None:
-            value = value * scale[track_idx[pair // max(B, 1)]]
-        fast = runs_disjoint(pair, ls, le)
-        if fast and window_size == 1:
-            out = fill_runs(pair, ls, le, value, T * B, L, default_value, work, tracks_last=(T, B))
-        elif fast:
-            red = window_reduce_runs(pair, ls, le, value, T * B, L, window_size, reduce, default_value)
-            out = red.reshape(T, B, -1).transpose(1, 2, 0)
-        else:
-            fill = fill_runs if fast else fill_runs_reference
-            dense = fill(pair, ls, le, value, T * B, L, default_value, work)
-            red = window_reduce(dense, window_size, reduce, bool(np.isnan(default_value)))
-            out = red.reshape(T, B, -1).transpose(1, 2, 0)
+        scale = None if c._scaling is None else c._scaling[track_idx[entries.pair // max(B, 1)]]
+        out = self.fill(words, secs, entries, T, B, L, window_size, reduce, default_value, scale)
         out = cast_output(out, dtype)
         t5 = time.perf_counter()
         last = dict(zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)))

@@ -101,25 +101,27 @@ def window_reduce_runs(pair, ls, le, value, n_pairs, length, window_size, reduce
     flat = pair[run] * nw + win
     size = n_pairs * nw
     covered = xp.bincount(flat, weights=seg, minlength=size)
-    full = covered == w
+    sums = acc = None
     if reduce in ("mean", "sum"):
         sums = xp.bincount(flat, weights=value[run] * seg, minlength=size)
+    else:
+        acc = xp.full(size, -xp.inf if reduce == "max" else xp.inf, xp.float64)
+        with np.errstate(invalid="ignore"):
+            (xp.maximum if reduce == "max" else xp.minimum).at(acc, flat, value[run])
+    return finalize_windows(sums, covered, acc, w, reduce, default, xp).reshape(n_pairs, nw)
+
+
+def finalize_windows(sums, covered, acc, w, reduce, default, xp=np):
+    """Window values from per-window sums (value * bases), covered bases and max/min."""
+    skip_nan = bool(np.isnan(default))
+    if reduce in ("mean", "sum"):
         if skip_nan:
             with np.errstate(invalid="ignore", divide="ignore"):
                 out = sums / covered if reduce == "mean" else sums
-            out = xp.where(covered > 0, out, xp.nan)
-        else:
-            out = sums + default * (w - covered)
-            if reduce == "mean":
-                out = out / w
-    else:
-        init = -xp.inf if reduce == "max" else xp.inf
-        acc = xp.full(size, init, xp.float64)
-        with np.errstate(invalid="ignore"):
-            (xp.maximum if reduce == "max" else xp.minimum).at(acc, flat, value[run])
-        if skip_nan:
-            out = xp.where(covered > 0, acc, xp.nan)
-        else:
-            pick = xp.maximum if reduce == "max" else xp.minimum
-            out = xp.where(full, acc, pick(acc, default))
-    return out.reshape(n_pairs, nw)
+            return xp.where(covered > 0, out, xp.nan)
+        out = sums + default * (w - covered)
+        return out / w if reduce == "mean" else out
+    if skip_nan:
+        return xp.where(covered > 0, acc, xp.nan)
+    pick = xp.maximum if reduce == "max" else xp.minimum
+    return xp.where(covered == w, acc, pick(acc, default))
