@@ -345,3 +345,83 @@ def test_batches_are_not_overwritten(bw_files):
         for s in range(0, 50_000, 5_000):
             coll.get_batch(["chr1"], [s], [s + 2000], default_value=np.nan)
         np.testing.assert_array_equal(first, keep)
+
+
+# ------------------------------------------------------------------------------ random files
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@st.composite
+def file_specs(draw):
+    n_chroms = draw(st.integers(1, 12))
+    sizes = {f"c{draw(st.integers(0, 10_000))}_{i}": draw(st.integers(1, 20_000)) for i in range(n_chroms)}
+    sections = []
+    for chrom, size in sizes.items():
+        pos = 0
+        for _ in range(draw(st.integers(0, 3))):
+            kind = draw(st.sampled_from(["bedgraph", "varstep", "fixedstep"]))
+            n = draw(st.integers(1, 300))
+            pos += draw(st.integers(0, 500))
+            if kind == "fixedstep":
+                span = draw(st.integers(1, 20))
+                step = span + draw(st.integers(0, 10))
+                n = min(n, (size - pos - span) // step + 1) if size - pos >= span else 0
+                if n > 0:
+                    sections.append((chrom, kind, pos, n, span, step))
+                    pos += (n - 1) * step + span
+            else:
+                span = draw(st.integers(1, 30))
+                sections.append((chrom, kind, pos, n, span, 0))
+                pos += n * (span + 40)
+            if pos >= size:
+                break
+    return dict(sizes=sizes, sections=sections, seed=draw(st.integers(0, 2**31)),
+                items_per_slot=draw(st.sampled_from([1, 2, 5, 64, 1024])),
+                block_size=draw(st.sampled_from([2, 3, 4, 256])),
+                compress=draw(st.booleans()), byteorder=draw(st.sampled_from("<>")))
+
+
+def _write_spec(path, spec, byteorder):
+    rng = np.random.default_rng(spec["seed"])
+    with df.BigWigWriter(path, spec["sizes"], byteorder=byteorder, compress=spec["compress"],
+                         items_per_slot=spec["items_per_slot"], block_size=spec["block_size"]) as w:
+        for chrom, kind, pos, n, span, step in spec["sections"]:
+            size = spec["sizes"][chrom]
+            if kind == "fixedstep":
+                w.add_fixed_step(chrom, pos, df.random_values(rng, n), span, step)
+                continue
+            gaps = rng.integers(0, 40, n)
+            starts = pos + np.cumsum(gaps + span) - span
+            starts = starts[starts + span <= size]
+            if starts.size == 0:
+                continue
+            if kind == "varstep":
+                w.add_variable_step(chrom, starts, df.random_values(rng, starts.size), span)
+            else:
+                ends = np.minimum(starts + rng.integers(1, span + 1, starts.size), size)
+                w.add_bedgraph(chrom, starts, ends, df.random_values(rng, starts.size))
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(spec=file_specs())
+def test_random_files_from_our_writer(tmp_path_factory, spec):
+    d = tmp_path_factory.mktemp("hyp")
+    path, oracle = d / "f.bw", d / "f_le.bw"
+    _write_spec(path, spec, spec["byteorder"])
+    if spec["byteorder"] == ">":
+        _write_spec(oracle, spec, "<")
+    else:
+        oracle = path
+    f = df.BWFile("f", str(path), "hypothesis", str(oracle), spec["sizes"], "ours")
+    rng = np.random.default_rng(spec["seed"])
+    with BigWigCollection([str(path)]) as coll:
+        assert coll.chrom_sizes == spec["sizes"]
+        for length in (1, int(rng.integers(2, 3000))):
+            chroms, starts, ends = df.random_queries(f, rng, length, 16)
+            got = coll.get_batch(chroms, starts, ends, default_value=np.nan)
+            np.testing.assert_array_equal(got[:, :, 0], df.oracle_batch(f, chroms, starts, ends).astype(np.float32))
+        for chrom, size in list(spec["sizes"].items())[:4]:
+            got = coll.get_batch([chrom], [0], [size], default_value=np.nan)
+            np.testing.assert_array_equal(got[0, :, 0], df.oracle_values(f, chrom, 0, size).astype(np.float32))

@@ -122,7 +122,10 @@ class BigWigWriter:
     block_size : items per node of the chromosome B+ tree and of the R-trees.
     version : header version (1..4). Compression needs version >= 3; version 1
         files carry no total summary (totalSummaryOffset 0).
-    zoom_levels : number of zoom levels to write (0 for none).
+    zoom_levels : number of zoom levels to write (0 for none). The first level's reduction is
+        10x the mean record length, each next one 4x coarser; records are bins aligned to multiples
+        of the reduction. Fewer levels are written (and the header says so) when a level's bins
+        already span the largest chromosome, or when there is no data.
     """
 
     def __init__(
