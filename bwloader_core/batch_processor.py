@@ -126,7 +126,8 @@ class BatchProcessor:
 
     @staticmethod
     def runs(words, secs, e: Entries):
-        """The items of every entry as runs (pair, local start, local end, value float32), in file order."""
+        """The items of every entry as runs (pair, local start, local end, value float32, entry), in
+        file order."""
         rec = expand_records(words, secs, sec=e.sec, first=e.first, count=e.count)
         k = rec.section
         o = e.origin[k]
@@ -137,7 +138,7 @@ class BatchProcessor:
             k, ls, le, value = k[keep], ls[keep], le[keep], rec.value[keep]
         else:
             value = rec.value
-        return e.pair[k], ls, le, value
+        return e.pair[k], ls, le, value, k
 
     def fill(self, words, secs, e: Entries, T, B, L, window_size, reduce, default_value, entry_scale):
         """Dense output (B, L // window_size, T) in float32 (float64 when scaled or windowed)."""
@@ -158,11 +159,11 @@ class BatchProcessor:
             if ok:
                 red = finalize_windows(sums, covered, acc, window_size, reduce, default_value)
                 return red.reshape(T, B, -1).transpose(1, 2, 0)
-        pair, ls, le, value = self.runs(words, secs, e)
+        pair, ls, le, value, entry = self.runs(words, secs, e)
         if work == np.float64:
             value = value.astype(np.float64)
         if entry_scale is not None:
-            value = value * self._run_scale(entry_scale, e, pair, ls)
+            value = value * entry_scale[entry]
         fast = runs_disjoint(pair, ls, le)
         if fast and window_size == 1:
             return fill_runs(pair, ls, le, value, T * B, L, default_value, work, tracks_last=(T, B))
@@ -172,13 +173,6 @@ class BatchProcessor:
             dense = fill_runs_reference(pair, ls, le, value, T * B, L, default_value, work)
             red = window_reduce(dense, window_size, reduce, bool(np.isnan(default_value)))
         return red.reshape(T, B, -1).transpose(1, 2, 0)
-
-    @staticmethod
-    def _run_scale(entry_scale, e, pair, ls):
-        # runs keep their pair; every entry of a pair belongs to the same track, so scale by pair
-        per_pair = np.ones(int(pair.max()) + 1 if len(pair) else 0)
-        per_pair[e.pair] = entry_scale
-        return per_pair[pair]
 
     # -- whole batch ----------------------------------------------------------------------------
     def process(self, chromosomes, starts, ends, tracks=None, window_size=1, reduce="mean",
