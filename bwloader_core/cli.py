@@ -1,0 +1,175 @@
+"""The `bwloader` command: info, demo-data, bench, serve."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+from . import __version__
+
+
+def _human_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def _print_info(path: str, max_blocks: int | None, n_chroms_shown: int, out) -> None:
+    from .format import BigWigFile
+
+    with BigWigFile(path) as f:
+        w = out.write
+        w(f"{f.path}\n")
+        w(f"  size:               {f.file_size:,} bytes ({_human_bytes(f.file_size)})\n")
+        w(f"  version:            {f.version}\n")
+        w(f"  endianness:         {'little' if f.byteorder == '<' else 'big'}-endian\n")
+        if f.compressed:
+            w(f"  compression:        zlib (uncompressBufSize {f.uncompress_buf_size:,})\n")
+        else:
+            w("  compression:        none (uncompressBufSize 0)\n")
+        names = f.chrom_names
+        total = sum(f.chrom_sizes.values())
+        w(f"  chromosomes:        {len(names):,} ({total:,} bp)\n")
+        for n in names[:n_chroms_shown]:
+            w(f"    {n}\t{f.chrom_sizes[n]:,}\n")
+        if len(names) > n_chroms_shown:
+            w(f"    ... {len(names) - n_chroms_shown:,} more\n")
+        if f.zoom_levels:
+            reds = ", ".join(f"{z.reduction_level:,}" for z in f.zoom_levels)
+            w(f"  zoom levels:        {len(f.zoom_levels)} (reduction levels: {reds})\n")
+        else:
+            w("  zoom levels:        0\n")
+        s = f.summary
+        if s is None:
+            w("  total summary:      none (totalSummaryOffset 0)\n")
+        else:
+            mean = s.sum_data / s.bases_covered if s.bases_covered else float("nan")
+            w(f"  total summary:      bases covered {s.bases_covered:,}, min {s.min_val:.6g}, "
+              f"max {s.max_val:.6g}, mean {mean:.6g}, sum {s.sum_data:.6g}\n")
+        n = f.n_blocks
+        if n:
+            sizes = np.asarray(f.block_size)
+            w(f"  data blocks:        {n:,}; compressed bytes per block min {int(sizes.min()):,}, "
+              f"median {int(np.median(sizes)):,}, max {int(sizes.max()):,}, total {int(sizes.sum()):,}\n")
+            counts = f.section_type_counts(max_blocks=max_blocks)
+            sampled = n if max_blocks is None or n <= max_blocks else max_blocks
+            note = "all blocks" if sampled == n else f"{sampled:,} of {n:,} blocks, evenly spread"
+            parts = ", ".join(f"{k} {v:,}" for k, v in counts.items()) or "none"
+            w(f"  section types:      {parts} ({note})\n")
+        else:
+            w("  data blocks:        0 (the file holds no data)\n")
+
+
+def cmd_info(args) -> int:
+    import io
+
+    max_blocks = None if args.max_blocks <= 0 else args.max_blocks
+    status = 0
+    first = True
+    for path in args.files:
+        buf = io.StringIO()
+        try:
+            _print_info(path, max_blocks, args.chroms, buf)
+            err = None
+        except BrokenPipeError:
+            raise
+        except (OSError, ValueError) as exc:      # BigWigFormatError is a ValueError and names the file
+            if isinstance(exc, OSError) and exc.filename is not None:
+                err = f"{exc.filename}: {exc.strerror or exc}"
+            else:
+                err = str(exc) if path in str(exc) else f"{path}: {exc}"
+        text = buf.getvalue()
+        if text:                                   # what was learnt before an error is still shown
+            sys.stdout.write(("" if first else "\n") + text)
+            first = False
+        sys.stdout.flush()
+        if err is not None:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            status = 1
+    return status
+
+
+def cmd_demo_data(args) -> int:
+    from .demo import write_demo_collection
+
+    info = write_demo_collection(args.directory, n_tracks=args.tracks, seed=args.seed, writer=args.writer)
+    sizes = info["chrom_sizes"]
+    print(f"wrote {len(info['paths'])} bigWig tracks ({info['writer']} writer) over "
+          f"{len(sizes)} chromosomes ({sum(sizes.values()):,} bp) to {args.directory}:")
+    for p in info["paths"]:
+        print(f"  {p}\t{os.path.getsize(p):,} bytes")
+    print(f"  {info['fasta']}\t{os.path.getsize(info['fasta']):,} bytes (+ .fai)")
+    print("open it with: BigWigCollection(" + repr(str(args.directory)) + ")")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    print("The benchmark lives in benchmarks/bench_get_batch.py of the source checkout.\n"
+          "Run it with `make bench` (full run, generates ~200 Mb x 16 tracks of test data once), or\n"
+          "  python benchmarks/bench_get_batch.py --data DIR --quick\n"
+          "to benchmark an existing folder of bigWig files (for example `bwloader demo-data demo_data`).")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    print("bwloader serve: the dashboard is not there yet. When it lands it will open with\n"
+          "`panel serve app/dashboard.py` (or `make demo`).", file=sys.stderr)
+    return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bwloader",
+                                description="Fast bigWig loading for deep-learning training.")
+    p.add_argument("--version", action="version", version=f"bwloader {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    pi = sub.add_parser("info", help="describe bigWig files (header, chromosomes, zoom levels, blocks)")
+    pi.add_argument("files", nargs="+", metavar="FILE")
+    pi.add_argument("--max-blocks", type=int, default=1000,
+                    help="decode at most this many blocks (evenly spread) to count section types; "
+                         "0 decodes all (default 1000)")
+    pi.add_argument("--chroms", type=int, default=5, help="chromosomes to list (default 5)")
+    pi.set_defaults(func=cmd_info)
+
+    pd = sub.add_parser("demo-data", help="write a small demo collection (bigWigs + FASTA) into DIR")
+    pd.add_argument("directory", metavar="DIR")
+    pd.add_argument("--tracks", type=int, default=8, help="number of tracks (default 8)")
+    pd.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    pd.add_argument("--writer", choices=("auto", "pybigwig", "bwloader"), default="auto",
+                    help="bigWig writer: pyBigWig when installed (auto), or bwloader's own")
+    pd.set_defaults(func=cmd_demo_data)
+
+    pb = sub.add_parser("bench", help="how to run the benchmark against pyBigWig and pybigtools")
+    pb.set_defaults(func=cmd_bench)
+
+    ps = sub.add_parser("serve", help="the dashboard (not there yet)")
+    ps.set_defaults(func=cmd_serve)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if args.command == "demo-data" and args.tracks < 1:
+        parser.error("--tracks must be at least 1")
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:        # `bwloader info ... | head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except (OSError, ValueError, ImportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
