@@ -1,0 +1,117 @@
+"""The compiled (numba) kernels equal the NumPy reference; the NumPy fast paths equal the dense ones."""
+import numpy as np
+import pytest
+
+import data_files as df
+from bwloader_core import BigWigCollection
+from bwloader_core.batch_processor import BatchProcessor
+from bwloader_core.kernels.fill_numpy import (fill_runs, fill_runs_reference, runs_disjoint, window_reduce,
+                                              window_reduce_runs)
+
+pytest.importorskip("numba")
+pyBigWig = pytest.importorskip("pyBigWig")
+
+CASES = [(1, "mean"), (7, "mean"), (128, "sum"), (50, "max"), (3, "min")]
+
+
+@pytest.mark.parametrize("name", df.FIXTURE_NAMES)
+def test_numba_equals_numpy_on_every_fixture(bw_files, name):
+    f = bw_files[name]
+    with BigWigCollection([f.path], scaling=[1.5]) as coll:
+        rng = np.random.default_rng(11)
+        chroms, starts, ends = df.random_queries(f, rng, 700, 40)
+        procs = {k: BatchProcessor(coll, n_threads=1, kernel=k) for k in ("numba", "numpy")}
+        try:
+            for window, reduce in CASES:
+                for default in (np.nan, 0.0, -2.0):
+                    got = {k: p.process(chroms, starts, ends, window_size=window, reduce=reduce,
+                                        default_value=default) for k, p in procs.items()}
+                    np.testing.assert_array_equal(got["numba"], got["numpy"],
+                                                  err_msg=f"{name} window={window} {reduce} default={default}")
+        finally:
+            for p in procs.values():
+                p.close()
+
+
+@pytest.fixture(scope="module")
+def overlapping_file(tmp_path_factory):
+    """fixedStep with span > step: records overlap; pyBigWig paints later records over earlier ones."""
+    p = str(tmp_path_factory.mktemp("overlap") / "overlap.bw")
+    bw = pyBigWig.open(p, "w")
+    bw.addHeader([("chr1", 5000)], maxZooms=0)
+    vals = np.random.default_rng(2).random(400).round(3)
+    bw.addEntries("chr1", 100, values=vals.tolist(), span=10, step=4)
+    bw.close()
+    return p
+
+
+@pytest.mark.filterwarnings("ignore:Mean of empty slice")
+@pytest.mark.parametrize("kernel", ["numba", "numpy"])
+def test_overlapping_records_match_pybigwig(overlapping_file, kernel):
+    bw = pyBigWig.open(overlapping_file)
+    with BigWigCollection([overlapping_file]) as coll:
+        p = BatchProcessor(coll, n_threads=1, kernel=kernel)
+        starts = np.arange(0, 1800, 97)
+        got = p.process(["chr1"] * len(starts), starts, starts + 200, default_value=np.nan)
+        for i, s in enumerate(starts):
+            exp = np.array(bw.values("chr1", int(s), int(s) + 200), np.float32)
+            np.testing.assert_array_equal(got[i, :, 0], exp)
+        win = p.process(["chr1"] * len(starts), starts, starts + 200, window_size=20, default_value=np.nan)
+        for i, s in enumerate(starts):
+            exp = np.nanmean(np.array(bw.values("chr1", int(s), int(s) + 200)).reshape(10, 20), axis=1)
+            np.testing.assert_allclose(win[i, :, 0], exp.astype(np.float32), rtol=1e-6)
+        p.close()
+
+
+def _random_runs(rng, P, L, overlap=False):
+    runs = []
+    for p in range(P):
+        pos = 0
+        while pos < L:
+            a = pos + int(rng.integers(0, 15)) - (int(rng.integers(0, 5)) if overlap and pos else 0)
+            b = a + int(rng.integers(1, 40))
+            if a >= L:
+                break
+            v = np.float32(rng.random() * 10) if rng.random() > 0.05 else np.float32(np.nan)
+            runs.append((p, max(a, 0), min(b, L), v))
+            pos = min(b, L)
+    r = np.array(runs, dtype=np.float64).reshape(-1, 4)
+    return r[:, 0].astype(np.int64), r[:, 1].astype(np.int64), r[:, 2].astype(np.int64), r[:, 3].astype(np.float32)
+
+
+def test_numpy_fast_fill_equals_reference():
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        P, L = int(rng.integers(1, 5)), int(rng.integers(1, 300))
+        pair, ls, le, v = _random_runs(rng, P, L)
+        assert runs_disjoint(pair, ls, le)
+        for default in (np.nan, 0.5):
+            a = fill_runs(pair, ls, le, v, P, L, default, np.float32)
+            b = fill_runs_reference(pair, ls, le, v, P, L, default, np.float32)
+            np.testing.assert_array_equal(a, b)
+
+
+def test_overlap_detection_and_reference_paints_later_over_earlier():
+    pair = np.array([0, 0]); ls = np.array([0, 5]); le = np.array([10, 8])
+    v = np.array([1.0, 2.0], np.float32)
+    assert not runs_disjoint(pair, ls, le)
+    out = fill_runs_reference(pair, ls, le, v, 1, 12, -1.0, np.float32)
+    np.testing.assert_array_equal(out[0], [1, 1, 1, 1, 1, 2, 2, 2, 1, 1, -1, -1])
+
+
+def test_window_reduce_from_runs_equals_dense():
+    rng = np.random.default_rng(1)
+    for _ in range(150):
+        P, L, w = int(rng.integers(1, 5)), int(rng.integers(1, 400)), int(rng.integers(1, 60))
+        if L < w:
+            continue
+        pair, ls, le, v = _random_runs(rng, P, L)
+        for default in (np.nan, 0.0, -1.5):
+            dense = fill_runs(pair, ls, le, v.astype(np.float64), P, L, default, np.float64)
+            for red in ("mean", "sum", "max", "min"):
+                ref = window_reduce(dense, w, red, bool(np.isnan(default))).astype(np.float32)
+                got = window_reduce_runs(pair, ls, le, v, P, L, w, red, default).astype(np.float32)
+                if red in ("max", "min"):
+                    np.testing.assert_array_equal(got, ref)
+                else:
+                    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=0)
