@@ -59,7 +59,7 @@ class BatchProcessor:
         if self.kernel not in ("numpy", "numba"):
             raise ValueError(f"kernel must be 'numpy' or 'numba', got {self.kernel!r}")
         self.n_threads = n_threads if n_threads is not None else (os.cpu_count() or 1)
-        self._fetcher = BlockFetcher(self.n_threads)
+        self._fetcher = BlockFetcher(self.n_threads, cache=getattr(collection, 'cache', None))
         self.timings = dict.fromkeys(STAGES, 0.0)
         self.last_timings = dict.fromkeys(STAGES, 0.0)
         self.blocks_decoded = 0

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .dtypes import resolve_dtype
+from .cache import BlockCache
 from .format import BigWigFile
 
 REDUCTIONS = ("mean", "max", "min", "sum")
@@ -36,9 +37,12 @@ class BigWigCollection:
     Chromosomes are matched by name; a query on a chromosome that a file lacks, and bases before 0
     or past a chromosome's end, get `default_value` for that track. `scaling` (one factor per track,
     a list or a dict by track name) multiplies covered values, never the default.
+    `n_threads` inflate threads serve `get_batch` (default: the CPU count). `cache_bytes` > 0 keeps
+    that many bytes of inflated blocks (least recently used first out) for later batches and epochs.
     """
 
-    def __init__(self, paths_or_directory, track_names=None, scaling=None, n_threads: int | None = None):
+    def __init__(self, paths_or_directory, track_names=None, scaling=None, n_threads: int | None = None,
+                 cache_bytes: int = 0):
         self.paths = _expand_paths(paths_or_directory)
         names = list(track_names) if track_names is not None else [Path(p).stem for p in self.paths]
         if len(names) != len(self.paths):
@@ -48,6 +52,7 @@ class BigWigCollection:
             raise ValueError(f"duplicate track names {dup[:5]}; pass track_names= to name them uniquely")
         self.track_names = names
         self._n_threads = n_threads
+        self.cache = BlockCache(int(cache_bytes))
         _ensure_fd_limit(len(self.paths))
         self.files: list[BigWigFile] = []
         try:
@@ -234,6 +239,9 @@ class BigWigCollection:
             self._processor = None
         for f in self.files:
             f.close()
+        cache = getattr(self, "cache", None)
+        if cache is not None:
+            cache.clear()
 
     def __enter__(self):
         return self

@@ -34,6 +34,7 @@ class LoaderConfig(param.Parameterized):
     seed = param.Integer(default=0, bounds=(0, None), doc="random seed; same seed + epoch = same batches")
     num_workers = param.Integer(default=2, bounds=(1, 256), doc="worker threads, each with its own BatchProcessor")
     queue_size = param.Integer(default=4, bounds=(1, 1024), doc="bounded queue length (prefetch depth)")
+    cache_bytes = param.Integer(default=0, bounds=(0, None), doc="bytes of inflated blocks kept across batches and epochs (0: no cache)")
     threads_per_worker = param.Integer(default=None, allow_None=True, bounds=(1, 256), doc="inflate threads per worker (default: CPUs / workers)")
     backend = param.Selector(default="cpu", objects=["cpu", "cuda", "auto"], doc="array backend")
     dtype = param.Selector(default="float32", objects=["float32", "float16", "bfloat16"], doc="output dtype of values and sequences")
@@ -146,7 +147,8 @@ class LoaderConfig(param.Parameterized):
         resolve_backend(self.backend)
         paths = self.bigwig_paths[0] if len(self.bigwig_paths) == 1 and Path(self.bigwig_paths[0]).is_dir() \
             else self.bigwig_paths
-        coll = BigWigCollection(paths, track_names=self.track_names, scaling=self.scaling)
+        coll = BigWigCollection(paths, track_names=self.track_names, scaling=self.scaling,
+                                cache_bytes=self.cache_bytes)
         try:
             genome = None
             if self.reference_genome:

@@ -35,8 +35,9 @@ def inflate_blocks(raw, files, offsets) -> list:
 class BlockFetcher:
     """Reads and inflates a batch's blocks into a reusable buffer, using a thread pool."""
 
-    def __init__(self, n_threads: int):
+    def __init__(self, n_threads: int, cache=None):
         self.n_threads = max(1, int(n_threads))
+        self.cache = cache
         self._pool = ThreadPoolExecutor(self.n_threads, thread_name_prefix="bwloader-inflate") \
             if self.n_threads > 1 else None
         self._buf = np.zeros(0, np.uint32)
@@ -60,7 +61,7 @@ class BlockFetcher:
         nbytes = np.zeros(n, np.int64)
         n_chunks = self.n_threads if (self._pool is not None and n >= 2 * self.n_threads) else 1
         bounds = [n * i // n_chunks for i in range(n_chunks + 1)]
-        args = [(a, b, files, fidx, local_of_block, offset_of_block, starts, buf, nbytes)
+        args = [(a, b, files, fidx, local_of_block, offset_of_block, starts, buf, nbytes, self.cache)
                 for a, b in zip(bounds[:-1], bounds[1:])]
         if n_chunks == 1:
             read = [_fetch_chunk(*args[0])]
@@ -76,7 +77,7 @@ class BlockFetcher:
         self._buf = np.zeros(0, np.uint32)
 
 
-def _fetch_chunk(a, b, files, fidx, local, offsets, starts, buf, nbytes):
+def _fetch_chunk(a, b, files, fidx, local, offsets, starts, buf, nbytes, cache):
     read = 0
     i = a
     while i < b:  # one run of blocks of the same file
@@ -84,20 +85,35 @@ def _fetch_chunk(a, b, files, fidx, local, offsets, starts, buf, nbytes):
         while j < b and fidx[j] == fidx[i]:
             j += 1
         f = files[fidx[i]]
-        raw = f.read_blocks(local[i:j])
-        for k, data in zip(range(i, j), raw):
-            read += len(data)
-            out = inflate_one(f, data, int(offsets[k]))
-            m = len(out)
-            nbytes[k] = m
-            w0 = int(starts[k])
-            nw = m // 4
-            if f.byteorder == ">":
-                buf[w0:w0 + nw] = np.frombuffer(out, ">u4", nw)
-            else:
-                buf[w0:w0 + nw] = np.frombuffer(out, "<u4", nw)
-            if m % 4:  # a malformed tail; keep its bytes so bounds checks see them
-                tail = bytes(out[nw * 4:]) + b"\0" * (4 - m % 4)
-                buf[w0 + nw] = np.frombuffer(tail, ">u4" if f.byteorder == ">" else "<u4")[0]
+        blocks = {}
+        if cache:
+            for k in range(i, j):
+                hit = cache.get((fidx[k], int(local[k])))
+                if hit is not None:
+                    blocks[k] = hit
+        miss = [k for k in range(i, j) if k not in blocks]
+        if miss:
+            raw = f.read_blocks(local[miss])
+            for k, data in zip(miss, raw):
+                read += len(data)
+                out = inflate_one(f, data, int(offsets[k]))
+                if cache:
+                    out = bytes(out)
+                    cache.put((fidx[k], int(local[k])), out)
+                blocks[k] = out
+        for k in range(i, j):
+            _place(blocks[k], f.byteorder, int(starts[k]), buf, nbytes, k)
         i = j
     return read
+
+
+def _place(out, byteorder, w0, buf, nbytes, k):
+    """Copy one inflated block into its slot as native uint32 words."""
+    m = len(out)
+    nbytes[k] = m
+    nw = m // 4
+    dt = ">u4" if byteorder == ">" else "<u4"
+    buf[w0:w0 + nw] = np.frombuffer(out, dt, nw)
+    if m % 4:  # a malformed tail; keep its bytes so bounds checks see them
+        tail = bytes(out[nw * 4:]) + b"\0" * (4 - m % 4)
+        buf[w0 + nw] = np.frombuffer(tail, dt)[0]
