@@ -211,19 +211,49 @@ class BigWigCollection:
         return dict(tracks=track_idx, batch=B, length=L, key_lo=key_lo, key_hi=key_hi, origin=origin)
 
     def get_batch(self, chromosomes, starts, ends, window_size=1, reduce="mean", default_value=0.0,
-                  dtype="float32", tracks=None):
+                  dtype="float32", tracks=None, zoom=False):
         """Values of shape (batch, (end - start) // window_size, n_tracks) as a NumPy array.
 
         `chromosomes` is a name per query (or one name for all); `starts`/`ends` 0-based half-open,
         all of the same length. See the class docstring for the treatment of missing data.
+        `zoom=True` (or a reduction level) answers windows from the files' zoom levels: much faster
+        for wide windows, approximate (see `bwloader_core.zoom`); tracks without a fitting zoom
+        level are read exactly.
         """
         default_value = float(default_value)
+        if zoom and window_size > 1:
+            return self._get_batch_zoom(chromosomes, starts, ends, window_size, reduce, default_value,
+                                        dtype, tracks, zoom)
         with self._lock:
             if self._processor is None:
                 from .batch_processor import BatchProcessor
                 self._processor = BatchProcessor(self, n_threads=self._n_threads)
             return self._processor.process(chromosomes, starts, ends, tracks, window_size, reduce,
                                            default_value, dtype)
+
+    def _get_batch_zoom(self, chromosomes, starts, ends, window_size, reduce, default_value, dtype, tracks, zoom):
+        from .dtypes import cast_output
+        from .zoom import pick_zoom_level, zoom_windows
+        q = self._prepare_queries(chromosomes, starts, ends, tracks, window_size, reduce, dtype)
+        T, B, L = len(q["tracks"]), q["batch"], q["length"]
+        out = np.empty((T, B, L // window_size))
+        exact = []
+        for ti, t in enumerate(q["tracks"].tolist()):
+            f = self.files[t]
+            level = pick_zoom_level(f, window_size, zoom)
+            if level is None:
+                exact.append(ti)
+                continue
+            sl = slice(ti * B, (ti + 1) * B)
+            base = self._track_base[t]
+            scale = 1.0 if self._scaling is None else float(self._scaling[t])
+            out[ti] = zoom_windows(f, level, q["key_lo"][sl] - base, q["key_hi"][sl] - base, q["origin"][sl] - base,
+                                   L, window_size, reduce, default_value, scale)
+        if exact:
+            sub = self.get_batch(chromosomes, starts, ends, window_size, reduce, default_value, "float32",
+                                 tracks=q["tracks"][exact])
+            out[exact] = sub.transpose(2, 0, 1)
+        return cast_output(out.transpose(1, 2, 0), dtype)
 
     @property
     def timings(self) -> dict:
