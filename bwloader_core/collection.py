@@ -52,6 +52,7 @@ class BigWigCollection:
             raise ValueError(f"duplicate track names {dup[:5]}; pass track_names= to name them uniquely")
         self.track_names = names
         self._n_threads = n_threads
+        self._init_args = (list(self.paths), track_names, scaling, n_threads, int(cache_bytes))
         self.cache = BlockCache(int(cache_bytes))
         _ensure_fd_limit(len(self.paths))
         self.files: list[BigWigFile] = []
@@ -279,6 +280,10 @@ class BigWigCollection:
     def __exit__(self, *exc):
         self.close()
 
+    def __reduce__(self):
+        """Pickles as its arguments: the copy (say, in a DataLoader worker process) reopens the files."""
+        return (_reopen, self._init_args)
+
     def __del__(self):
         try:
             self.close()
@@ -287,6 +292,11 @@ class BigWigCollection:
 
     def __repr__(self):
         return f"BigWigCollection({self.n_tracks} tracks, {len(self.chrom_sizes)} chromosomes)"
+
+
+def _reopen(paths, track_names, scaling, n_threads, cache_bytes):
+    return BigWigCollection(paths, track_names=track_names, scaling=scaling, n_threads=n_threads,
+                            cache_bytes=cache_bytes)
 
 
 def _ensure_fd_limit(n_files: int):

@@ -55,7 +55,7 @@ class LoaderConfig(param.Parameterized):
         """Non-default values only, plus the format version."""
         out = {"format_version": FORMAT_VERSION}
         for name in self._knobs():
-            value, default = getattr(self, name), self.param[name].default
+            value, default = _plain(getattr(self, name)), self.param[name].default
             if _same(value, default):
                 continue
             out[name] = value
@@ -83,11 +83,14 @@ class LoaderConfig(param.Parameterized):
                 raise LoaderConfigError(f"{source}: unknown key {key!r}{hint}")
         cfg = cls()
         for key, value in spec.items():
+            if isinstance(value, bool) and isinstance(cls.param[key], (param.Integer, param.Number)) \
+                    and not isinstance(cls.param[key], param.Boolean):
+                raise LoaderConfigError(f"{source}: bad value for {key!r}: expected a number, got {value!r}")
             try:
                 setattr(cfg, key, value)
             except (ValueError, TypeError) as exc:
                 raise LoaderConfigError(f"{source}: bad value for {key!r}: {exc}") from None
-        cfg.validate()
+        cfg.validate(source)
         return cfg
 
     @classmethod
@@ -110,27 +113,30 @@ class LoaderConfig(param.Parameterized):
         return cls.from_dict(spec if spec is not None else {}, source)
 
     # -- checks across knobs ----------------------------------------------------------------------
-    def validate(self):
+    def validate(self, source: str = "config"):
         """Checks that need several knobs at once (each knob checks its own type and bounds)."""
+        def fail(msg):
+            raise LoaderConfigError(f"{source}: {msg}")
         if self.center_bin_to_predict is not None:
             if self.center_bin_to_predict > self.sequence_length:
-                raise LoaderConfigError(f"center_bin_to_predict ({self.center_bin_to_predict}) is longer than "
-                                        f"sequence_length ({self.sequence_length})")
+                fail(f"center_bin_to_predict ({self.center_bin_to_predict}) is longer than "
+                     f"sequence_length ({self.sequence_length})")
             if self.center_bin_to_predict % self.window_size:
-                raise LoaderConfigError(f"center_bin_to_predict ({self.center_bin_to_predict}) must be a multiple "
-                                        f"of window_size ({self.window_size})")
-        elif self.window_size > self.sequence_length:
-            raise LoaderConfigError(f"window_size ({self.window_size}) is longer than sequence_length "
-                                    f"({self.sequence_length})")
+                fail(f"center_bin_to_predict ({self.center_bin_to_predict}) must be a multiple "
+                     f"of window_size ({self.window_size})")
+        elif self.sequence_length % self.window_size:
+            fail(f"sequence_length ({self.sequence_length}) must be a multiple of window_size "
+                 f"({self.window_size}) when center_bin_to_predict is not set")
         if self.default_value is not None and math.isinf(self.default_value):
-            raise LoaderConfigError("default_value must be finite or .nan")
+            fail("default_value must be finite or .nan")
         if self.scaling is not None:
             vals = list(self.scaling.values()) if isinstance(self.scaling, dict) else self.scaling
-            if not isinstance(vals, (list, tuple)) or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in vals):
-                raise LoaderConfigError("scaling must be a list of finite numbers or a mapping track -> finite number")
+            if not isinstance(vals, (list, tuple)) or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in vals):
+                fail("scaling must be a list of finite numbers or a mapping track -> finite number")
         if self.tracks is not None and not (isinstance(self.tracks, int) and not isinstance(self.tracks, bool)
                                             or isinstance(self.tracks, list)):
-            raise LoaderConfigError("tracks must be None, an integer k, or a list of track names")
+            fail("tracks must be None, an integer k, or a list of track names")
         return self
 
     # -- building ---------------------------------------------------------------------------------
@@ -175,6 +181,17 @@ def _regions(spec):
     if isinstance(spec, list):
         return [tuple(r) for r in spec]
     return spec
+
+
+def _plain(value):
+    """NumPy scalars/arrays and tuples -> plain Python values that YAML can write."""
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _same(a, b) -> bool:

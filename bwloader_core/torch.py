@@ -4,11 +4,15 @@ Importing this module needs torch; the rest of bwloader does not.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from .dataset import BigWigDataset
+
+_warned = {"epoch": False}
 
 
 def to_tensor(arr) -> torch.Tensor:
@@ -65,6 +69,11 @@ class TorchBigWigDataset(IterableDataset):
         info = get_worker_info()
         if info is not None:
             self.dataset.worker_shard = (info.id, info.num_workers)
+            if self.dataset.epoch is None and not _warned["epoch"]:
+                _warned["epoch"] = True
+                warnings.warn("TorchBigWigDataset in DataLoader worker processes: call ds.set_epoch(n) before "
+                              "each epoch, otherwise every epoch repeats the same batches (the workers' copies "
+                              "cannot advance the epoch)", RuntimeWarning, stacklevel=2)
         for batch in self.dataset:
             yield batch_to_dict(batch)
 

@@ -394,23 +394,17 @@ def test_build_explicit_rank_shards(sdata):
         np.testing.assert_array_equal(a[i].values, f[2 * i].values)
 
 
-# -- known gaps in config.py (reported; strict xfail: remove the marker once fixed) ----------------
-@pytest.mark.xfail(strict=True, reason="config.py: validate() does not check sequence_length % window_size "
-                                       "without center_bin_to_predict; build() fails later with a plain ValueError")
+# -- cross-knob checks, booleans, NumPy values ------------------------------------------------------
 def test_sequence_length_not_a_multiple_of_window_size_is_rejected_on_load():
     with pytest.raises(LoaderConfigError, match="window_size"):
         LoaderConfig.from_yaml("sequence_length: 1000\nwindow_size: 3\n")
 
 
-@pytest.mark.xfail(strict=True, reason="config.py: param.Integer accepts booleans; `batch_size: true` loads "
-                                       "and build() then fails with a TypeError from the generator")
 def test_boolean_for_an_integer_knob_is_rejected_on_load():
     with pytest.raises(LoaderConfigError, match="batch_size"):
         LoaderConfig.from_yaml("batch_size: true\n")
 
 
-@pytest.mark.xfail(strict=True, reason="config.py: to_yaml() fails on NumPy scaling (array truth value in "
-                                       "_same; numpy scalars are not representable by safe_dump)")
 def test_numpy_scaling_round_trips():
     cfg = LoaderConfig(scaling=np.array([1.0, 2.0]))
     assert LoaderConfig.from_yaml(cfg.to_yaml()).scaling == [1.0, 2.0]

@@ -180,9 +180,6 @@ def test_dataloader_worker_processes_with_odd_split(tdata):
         assert got == list(range(n)), (workers, n, got)
 
 
-@pytest.mark.xfail(strict=True, reason="BigWigCollection holds a threading.Lock and open files: the dataset cannot "
-                                       "be pickled, so DataLoader workers fail under the 'spawn'/'forkserver' start "
-                                       "methods (macOS default; Linux default from Python 3.14)")
 def test_dataset_pickles_for_spawned_workers(tdata):
     import pickle
     ds = TorchBigWigDataset.from_config(make_config(tdata, batches_per_epoch=2))
