@@ -200,6 +200,7 @@ class BigWigCollection:
         if B and L < window_size:
             raise ValueError(f"query length {L} is shorter than window_size {window_size}")
         track_idx = self.track_indices(tracks)
+        _check_memory(B, L, len(track_idx), window_size, resolve_dtype(dtype).itemsize)
         g = self._chrom_indices(chroms) if B else np.zeros(0, np.int64)
         ck = self._chrom_key[np.ix_(track_idx, g)]          # (T, B)
         cl = self._chrom_len[np.ix_(track_idx, g)]
@@ -292,6 +293,30 @@ class BigWigCollection:
 
     def __repr__(self):
         return f"BigWigCollection({self.n_tracks} tracks, {len(self.chrom_sizes)} chromosomes)"
+
+
+def _available_memory() -> int | None:
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _check_memory(batch, length, tracks, window_size, itemsize):
+    """Refuse up front a batch whose arrays cannot fit in memory, with the estimate."""
+    out = batch * (length // window_size) * tracks
+    work = batch * length * tracks * 4 if window_size == 1 else out * 8 * 3
+    need = out * itemsize + work
+    avail = _available_memory()
+    if avail is not None and need > 0.8 * avail:
+        raise ValueError(
+            f"a batch of {batch} queries x {length} bases x {tracks} tracks (window {window_size}) needs about "
+            f"{need / 2**30:.1f} GiB, more than the {avail / 2**30:.1f} GiB of memory available; use a smaller "
+            "batch_size, a shorter sequence, fewer tracks or a larger window")
 
 
 def _reopen(paths, track_names, scaling, n_threads, cache_bytes):
