@@ -1,0 +1,481 @@
+"""Views of the dashboard: `pn.viewable.Viewer`s whose widgets come from the models' parameters.
+
+`Dashboard(state)` is the whole thing: `.sidebar` and `.main` go into a template for `panel serve`
+(app/dashboard.py); displayed on its own (a notebook cell) it renders both side by side.
+"""
+from __future__ import annotations
+
+import functools
+import io
+
+import holoviews as hv
+import numpy as np
+import pandas as pd
+import panel as pn
+import param
+from panel.viewable import Viewer
+
+from .models import SNIPPET, DashboardState, human_bytes
+
+hv.extension("bokeh", logo=False)
+
+ACCENT = "#2b6cb0"
+CURVE_HEIGHT = 60
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2",
+           "#7f7f7f", "#bcbd22"]
+BASE_COLORS = {"A": "#2ca02c", "C": "#1f77b4", "G": "#ff7f0e", "T": "#d62728", "N": "#999999"}
+
+
+def _pad_left(plot, element):
+    """The same left border on every stacked plot, so that their x axes line up."""
+    plot.state.min_border_left = 90
+
+
+def _alert(model, name, alert_type="danger"):
+    """An Alert that shows the model's message parameter and hides when it is empty."""
+    def show(text):
+        return pn.pane.Alert(text or "", alert_type=alert_type, visible=bool(text), margin=(5, 10),
+                             sizing_mode="stretch_width")
+    return pn.panel(pn.bind(show, model.param[name]))
+
+
+# ------------------------------------------------------------------------------------------------
+class CollectionView(Viewer):
+    """Folder, tracks and FASTA under the data root, and each file's summary."""
+
+    state = param.ClassSelector(class_=DashboardState)
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        b = self.state.browser
+        self.folder = pn.widgets.AutocompleteInput.from_param(
+            b.param.folder, options=b.folders, restrict=False, min_characters=0, case_sensitive=False,
+            name="Folder of bigWig files (under the data root)", sizing_mode="stretch_width")
+        self.tracks = pn.widgets.MultiSelect.from_param(b.param.tracks, name="Tracks", size=8,
+                                                        sizing_mode="stretch_width")
+        self.fasta = pn.widgets.AutocompleteInput.from_param(
+            b.param.fasta, options=b.fastas, restrict=False, min_characters=0, name="Reference FASTA (empty: none)",
+            sizing_mode="stretch_width")
+        self.rescan = pn.widgets.Button(name="Rescan data root", button_type="light", width=140)
+        self.rescan.on_click(lambda e: self._rescan())
+        b.param.watch(lambda e: setattr(self.folder, "options", e.new), "folders")
+        b.param.watch(lambda e: setattr(self.fasta, "options", e.new), "fastas")
+        self.summary = pn.widgets.Tabulator(self._summary_frame(), disabled=True, show_index=False,
+                                            sizing_mode="stretch_width", height=260, name="file summary",
+                                            css_classes=["bw-summary"])
+        b.param.watch(lambda e: setattr(self.summary, "value", self._summary_frame()), "summaries")
+
+    def _rescan(self):
+        self.state.browser.refresh()
+
+    def _summary_frame(self):
+        rows = [dict(track=s["track"], chroms=s["chromosomes"], bases=f"{s['bases']:,}",
+                     zooms=s["zoom_levels"], blocks=s["blocks"], size=human_bytes(s["size_bytes"]))
+                for s in self.state.browser.summaries]
+        return pd.DataFrame(rows, columns=["track", "chroms", "bases", "zooms", "blocks", "size"])
+
+    def __panel__(self):
+        b = self.state.browser
+        return pn.Column(
+            pn.pane.Markdown(f"**Data root** `{b.root}`", margin=(0, 10)),
+            self.folder, _alert(b, "message", "warning"), self.tracks, self.fasta, self.rescan,
+            sizing_mode="stretch_width")
+
+    def summary_panel(self):
+        return pn.Column(pn.pane.Markdown("#### Files (read with `BigWigFile`)"), self.summary,
+                         sizing_mode="stretch_width")
+
+
+# ------------------------------------------------------------------------------------------------
+KNOB_GROUPS = {
+    "Window": ["sequence_length", "center_bin_to_predict", "window_size", "reduce"],
+    "Batches": ["batch_size", "batches_per_epoch", "seed", "jitter", "reverse_complement", "max_unknown_fraction"],
+    "Output": ["dtype", "default_value", "one_hot_unknown"],
+    "Performance": ["num_workers", "threads_per_worker", "queue_size", "cache_bytes", "backend"],
+    "Advanced (Python literals)": ["exclude", "scaling", "track_names"],
+}
+KNOB_WIDGETS = {
+    "num_workers": pn.widgets.IntInput,
+    "queue_size": pn.widgets.IntInput,
+    "threads_per_worker": pn.widgets.IntInput,
+    "max_unknown_fraction": {"type": pn.widgets.FloatInput, "step": 0.05, "start": 0.0, "end": 1.0},
+    "default_value": pn.widgets.FloatInput,
+    "backend": pn.widgets.RadioButtonGroup,
+    "dtype": pn.widgets.RadioButtonGroup,
+    "reduce": pn.widgets.RadioButtonGroup,
+    "one_hot_unknown": pn.widgets.RadioButtonGroup,
+    "cache_bytes": {"type": pn.widgets.IntInput, "step": 1 << 20},
+}
+
+
+class QueryView(Viewer):
+    """Every LoaderConfig knob as a widget (pn.Param on the config itself: two-way), plus the
+    region picks, a BED upload and tracks per batch."""
+
+    state = param.ClassSelector(class_=DashboardState)
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        s = self.state
+        self.chromosomes = pn.widgets.MultiChoice.from_param(
+            s.param.chromosomes, name="Chromosomes (none: all)", sizing_mode="stretch_width")
+        self.bed = pn.widgets.FileInput(accept=".bed,.txt,.bed.gz", name="BED of regions", multiple=False)
+        self.bed.param.watch(self._on_bed, "value")
+        self.clear_bed = pn.widgets.Button(name="Clear BED", button_type="light", width=90)
+        self.clear_bed.on_click(lambda e: s.clear_bed())
+        self.tracks_per_batch = pn.widgets.IntInput.from_param(s.param.tracks_per_batch,
+                                                               name="Tracks per batch (0: all)")
+        self.groups = {
+            title: pn.Param(s.config, parameters=names, widgets={k: v for k, v in KNOB_WIDGETS.items() if k in names},
+                            show_name=False, sizing_mode="stretch_width", name=title)
+            for title, names in KNOB_GROUPS.items()}
+
+    def _on_bed(self, event):
+        if event.new:
+            self.state.load_bed(event.new, self.bed.filename or "regions.bed")
+
+    def regions_panel(self):
+        s = self.state
+        summary = pn.bind(lambda *_: pn.pane.Markdown(f"Regions: **{s.regions_summary}**", margin=(0, 10)),
+                          s.config.param.regions, s.param.bed_name)
+        return pn.Column(self.chromosomes, pn.Row(self.bed, self.clear_bed), pn.panel(summary),
+                         _alert(s, "upload_error"), sizing_mode="stretch_width")
+
+    def __panel__(self):
+        cards = [pn.Card(self.regions_panel(), title="Regions", sizing_mode="stretch_width")]
+        for title, widget in self.groups.items():
+            extra = [self.tracks_per_batch] if title == "Batches" else []
+            cards.append(pn.Card(widget, *extra, title=title, sizing_mode="stretch_width",
+                                 collapsed=title.startswith("Advanced")))
+        return pn.Column(*cards, sizing_mode="stretch_width")
+
+
+# ------------------------------------------------------------------------------------------------
+class BatchView(Viewer):
+    """Start / Pause / Step, and the current batch: stacked tracks of a sample over genomic
+    coordinates (linked x), the DNA of its window, and a batch x position heat map."""
+
+    state = param.ClassSelector(class_=DashboardState)
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        s = self.state
+        self.start = pn.widgets.Button(name="Start", button_type="success", width=100)
+        self.pause = pn.widgets.Button(name="Pause", button_type="warning", width=100)
+        self.step = pn.widgets.Button(name="Step", button_type="primary", width=100)
+        self.start.on_click(lambda e: s.start())
+        self.pause.on_click(lambda e: s.pause())
+        self.step.on_click(lambda e: s.step())
+        self.sample = pn.widgets.IntSlider.from_param(s.param.sample, name="Sample", width=260)
+        self.heat_track = pn.widgets.Select.from_param(s.param.heatmap_track, name="Heat map track", width=220)
+        self.status = pn.pane.Markdown(self._status_text(), css_classes=["bw-status"], margin=(0, 10))
+        watched = ["status", "batch", "epoch", "index", "batches_per_epoch", "batches"]
+        s.stream.param.watch(lambda *e: setattr(self.status, "object", self._status_text()), watched)
+        self.coords = pn.pane.Markdown("", css_classes=["bw-coords"], margin=(0, 10))
+        self._view = None
+        self._shape = None
+        self._tick = hv.streams.Counter()
+        self._tick_heat = hv.streams.Counter()
+        self.tracks_pane = pn.pane.HoloViews(None, sizing_mode="stretch_width", linked_axes=False)
+        self.heat_pane = pn.pane.HoloViews(None, sizing_mode="stretch_width")
+        self.dna_letters = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["bw-dna"])
+        s.stream.param.watch(self._redraw, "batch")
+        s.param.watch(self._redraw, ["sample"])
+        s.param.watch(self._redraw_heat, ["heatmap_track"])
+
+    def _status_text(self):
+        st = self.state.stream
+        where = f"epoch {st.epoch}, next batch {st.index}"
+        if st.batches_per_epoch:
+            where += f" of {st.batches_per_epoch}"
+        return f"**{st.status}** · batches received: **{st.batches}** · {where}"
+
+    # -- drawing ----------------------------------------------------------------------------------
+    # The plots are DynamicMaps fed by a Counter stream: a new batch only replaces the data of the
+    # existing Bokeh plots. The layout is rebuilt only when its shape (tracks, DNA strip) changes.
+    def _redraw(self, *events):
+        v = self.state.sample_view()
+        if v is None:
+            return
+        self._view = v
+        rc_note = " — reverse-complement sample, drawn in genome orientation" if v["strand"] == "-" else ""
+        target = "" if (v["target_start"], v["target_end"]) == (v["start"], v["end"]) else \
+            f" · target {v['target_start']:,}-{v['target_end']:,}"
+        self.coords.object = (f"Sample **{v['index']}**: `{v['coordinates']}`{target} · strand **{v['strand']}** · "
+                              f"{v['n_points']:,} bins of {v['window']:g} bp per track{rc_note}")
+        dna = v["dna"]
+        self.dna_letters.object = self._letters_html(dna) if dna is not None and dna["kind"] == "letters" else ""
+        shape = (len(v["curves"]), None if dna is None else dna["kind"])
+        if shape != self._shape:
+            self._shape = shape
+            self.tracks_pane.object = self._tracks_layout(*shape)
+        else:
+            self._tick.event()
+        if not events or any(getattr(e, "name", "") == "batch" for e in events):
+            self._redraw_heat()
+
+    def _curve(self, k, counter=0):
+        v = self._view
+        names = list(v["curves"])
+        name = names[k] if k < len(names) else ""
+        x, y = v["curves"][name] if name else (np.zeros(0), np.zeros(0))
+        x_dim = hv.Dimension("position", label=f"{v['chrom']} position (bp)")
+        return hv.Curve((x, y), x_dim, hv.Dimension(f"track_{k}", label="value"), label=name)
+
+    def _strip(self, counter=0):
+        v = self._view
+        dna = v["dna"]
+        x_dim = hv.Dimension("position", label=f"{v['chrom']} position (bp)")
+        return hv.Image(dna["strip"][::-1], bounds=(dna["start"], 0, dna["end"], 4), kdims=[x_dim, "base"],
+                        vdims=["fraction"])
+
+    def _tracks_layout(self, n_tracks, dna_kind):
+        plots = []
+        for k in range(n_tracks):
+            last = k == n_tracks - 1 and dna_kind != "strip"
+            dm = hv.DynamicMap(functools.partial(self._curve, k), streams=[self._tick]).opts(
+                hv.opts.Curve(color=PALETTE[k % len(PALETTE)], frame_height=CURVE_HEIGHT, responsive=True,
+                              xaxis="bottom" if last else None, tools=["hover", "xwheel_zoom"],
+                              active_tools=["xwheel_zoom"], show_legend=False, yticks=3, framewise=True,
+                              ylabel="", title="{label}", fontsize={"title": "10pt"}))
+            plots.append(dm)
+        if dna_kind == "strip":
+            plots.append(hv.DynamicMap(self._strip, streams=[self._tick]).opts(hv.opts.Image(
+                cmap="Greys", frame_height=48, responsive=True, yticks=[(0.5, "T"), (1.5, "G"), (2.5, "C"), (3.5, "A")],
+                ylabel="", title="DNA (fraction of each base)", fontsize={"title": "10pt"}, colorbar=False,
+                clim=(0, 1), tools=["hover"], framewise=True)))
+        if not plots:
+            return None
+        return hv.Layout(plots).cols(1).opts(shared_axes=True, merge_tools=True)
+
+    @staticmethod
+    def _letters_html(dna):
+        spans = "".join(f'<span style="color:{BASE_COLORS.get(c, "#999")}">{c}</span>' for c in dna["letters"])
+        return (f'<div style="font-family:monospace;font-size:13px;word-break:break-all;line-height:1.3">'
+                f'<b>DNA {dna["start"]:,}-{dna["end"]:,}</b><br>{spans}</div>')
+
+    def _redraw_heat(self, *events):
+        b = self.state.stream.batch
+        if b is None or self.state.heatmap_track not in b.track_names:
+            return
+        if self.heat_pane.object is None:
+            self.heat_pane.object = hv.DynamicMap(self._heat, streams=[self._tick_heat]).opts(hv.opts.Image(
+                cmap="viridis", colorbar=True, responsive=True, height=260, tools=["hover"], framewise=True))
+        else:
+            self._tick_heat.event()
+
+    def _heat(self, counter=0):
+        from .models import bucket_columns
+        b = self.state.stream.batch
+        name = self.state.heatmap_track
+        t = list(b.track_names).index(name) if name in b.track_names else 0
+        data = bucket_columns(np.asarray(b.values[:, :, t]).astype(np.float32), 1000)
+        length = int(b.target_ends[0] - b.target_starts[0])
+        return hv.Image(data[::-1], bounds=(0, 0, length, b.batch_size),
+                        kdims=[hv.Dimension("offset", label="position in window (bp, as in the tensor)"),
+                               hv.Dimension("sample")], vdims=[hv.Dimension("value", label=name)],
+                        label=f"{name}: batch {b.index} (epoch {b.epoch}), {b.batch_size} samples x "
+                              f"{b.values.shape[1]:,} bins")
+
+    def controls(self):
+        return pn.Row(self.start, self.pause, self.step, self.status, align="center", sizing_mode="stretch_width")
+
+    def __panel__(self):
+        s = self.state
+        return pn.Column(
+            self.controls(),
+            _alert(s.stream, "error"),
+            pn.Row(self.sample, self.heat_track),
+            self.coords,
+            self.tracks_pane,
+            self.dna_letters,
+            self.heat_pane,
+            sizing_mode="stretch_width")
+
+
+# ------------------------------------------------------------------------------------------------
+class ThroughputView(Viewer):
+    """samples/s, MB/s and the per-stage breakdown of the live stream; the batch size x workers sweep."""
+
+    state = param.ClassSelector(class_=DashboardState)
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        s = self.state
+        fmt = "{value:,.0f}"
+        self.sps = pn.indicators.Number(name="samples/s", value=0, format=fmt, font_size="28pt",
+                                        title_size="11pt", css_classes=["bw-sps"])
+        self.mbps = pn.indicators.Number(name="MB/s", value=0, format="{value:,.1f}", font_size="28pt",
+                                         title_size="11pt", css_classes=["bw-mbps"])
+        self.nb = pn.indicators.Number(name="batches", value=0, format="{value:,.0f}", font_size="28pt",
+                                       title_size="11pt", css_classes=["bw-batches"])
+        s.stream.param.watch(self._numbers, ["samples_per_s", "mb_per_s", "batches"])
+        self.stages = pn.pane.HoloViews(self._stage_plot(), sizing_mode="stretch_width")
+        self.history = pn.pane.HoloViews(self._history_plot(), sizing_mode="stretch_width")
+        s.stream.param.watch(lambda e: setattr(self.stages, "object", self._stage_plot()), "stage_ms")
+        s.stream.param.watch(lambda e: setattr(self.history, "object", self._history_plot()), "history")
+        sw = s.sweep
+        self.sweep_button = pn.widgets.Button(name="Run sweep", button_type="primary", width=120)
+        self.sweep_button.on_click(lambda e: s.run_sweep())
+        self.sweep_sizes = pn.widgets.LiteralInput.from_param(sw.param.batch_sizes, name="Batch sizes", width=150)
+        self.sweep_workers = pn.widgets.LiteralInput.from_param(sw.param.worker_counts, name="Worker counts", width=150)
+        self.sweep_n = pn.widgets.IntInput.from_param(sw.param.batches_per_point, name="Batches per point", width=130)
+        self.progress = pn.indicators.Progress(value=0, max=100, width=300, bar_color="primary", visible=False)
+        self.sweep_msg = pn.pane.Markdown("", css_classes=["bw-sweep-msg"])
+        self.sweep_plot = pn.pane.HoloViews(None, sizing_mode="stretch_width")
+        sw.param.watch(self._sweep_update, ["progress", "running", "results", "message"])
+
+    def _numbers(self, *events):
+        st = self.state.stream
+        self.sps.value = round(st.samples_per_s, 1)
+        self.mbps.value = round(st.mb_per_s, 2)
+        self.nb.value = st.batches
+
+    def _stage_plot(self):
+        ms = self.state.stream.stage_ms or {}
+        from .models import STAGES
+        data = [(k, ms.get(k, 0.0)) for k in STAGES]
+        return hv.Bars(data, hv.Dimension("stage"), hv.Dimension("ms", label="ms per batch")).opts(
+            responsive=True, height=230, color=ACCENT, tools=["hover"], xrotation=30,
+            title="Where the time goes (mean of the last 10 batches; workers run in parallel)")
+
+    def _history_plot(self):
+        h = self.state.stream.history
+        data = h if h else [(0.0, 0.0)]
+        return hv.Curve(data, hv.Dimension("t", label="seconds since Start"), hv.Dimension("sps", label="samples/s")).opts(
+            responsive=True, height=230, color=ACCENT, tools=["hover"], title="samples/s while streaming",
+            framewise=True)
+
+    def _sweep_update(self, *events):
+        sw = self.state.sweep
+        self.progress.value = int(sw.progress)
+        self.progress.visible = bool(sw.running)
+        self.sweep_button.disabled = bool(sw.running)
+        self.sweep_msg.object = sw.message
+        if any(e.name == "results" for e in events):
+            self.sweep_plot.object = self._sweep_plot(sw.results)
+
+    @staticmethod
+    def _sweep_plot(results):
+        ours = [r for r in results if r["kind"] == "bwloader"]
+        if not ours:
+            return None
+        overlay = []
+        for k, bs in enumerate(sorted({r["batch_size"] for r in ours})):
+            pts = sorted((r["workers"], r["samples_per_s"]) for r in ours if r["batch_size"] == bs)
+            label = f"bwloader, batch {bs}"
+            overlay.append(hv.Curve(pts, hv.Dimension("workers"), hv.Dimension("sps", label="samples/s"),
+                                    label=label).opts(color=PALETTE[k % len(PALETTE)], line_width=2))
+            overlay.append(hv.Scatter(pts, "workers", "sps", label=label).opts(
+                color=PALETTE[k % len(PALETTE)], size=8, tools=["hover"]))
+        base = [r for r in results if r["kind"] != "bwloader"]
+        if base:
+            ws = sorted({r["workers"] for r in ours})
+            y = base[0]["samples_per_s"]
+            overlay.append(hv.Curve([(ws[0], y), (ws[-1], y)], "workers", "sps",
+                                    label=f"pyBigWig loop ({y:,.0f} samples/s)").opts(
+                color="black", line_dash="dashed", line_width=2))
+        return hv.Overlay(overlay).opts(responsive=True, height=320, legend_position="top_left",
+                                        title="Sweep: samples/s by worker count", logy=False,
+                                        xticks=sorted({r["workers"] for r in ours}))
+
+    def __panel__(self):
+        return pn.Column(
+            pn.Row(self.sps, self.mbps, self.nb),
+            pn.Row(self.stages, self.history, sizing_mode="stretch_width"),
+            pn.pane.Markdown("#### Sweep: batch sizes x worker counts (pyBigWig `values()` loop as baseline)"),
+            pn.Row(self.sweep_sizes, self.sweep_workers, self.sweep_n, self.sweep_button, align="end"),
+            pn.Row(self.progress, self.sweep_msg),
+            self.sweep_plot,
+            sizing_mode="stretch_width")
+
+
+# ------------------------------------------------------------------------------------------------
+class ExportView(Viewer):
+    """Download the config as YAML, the snippet that loads it, and YAML upload to restore."""
+
+    state = param.ClassSelector(class_=DashboardState)
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        s = self.state
+        self.download = pn.widgets.FileDownload(callback=self._yaml_file, filename="loader.yaml",
+                                                label="Download loader.yaml", button_type="primary",
+                                                embed=False, width=220)
+        self.upload = pn.widgets.FileInput(accept=".yaml,.yml", multiple=False, name="Restore from YAML")
+        self.upload.param.watch(self._on_upload, "value")
+        self.yaml = pn.pane.Markdown(self._yaml_md(), css_classes=["bw-yaml"], sizing_mode="stretch_width")
+        s.param.watch(lambda e: setattr(self.yaml, "object", self._yaml_md()), "yaml_text")
+        self.snippet = pn.pane.Markdown(f"```python\n{SNIPPET}```", sizing_mode="stretch_width")
+        self.notice = pn.pane.Markdown("", css_classes=["bw-notice"])
+        s.param.watch(lambda e: setattr(self.notice, "object", e.new), "notice")
+
+    def _yaml_md(self):
+        return f"```yaml\n{self.state.yaml_text}```"
+
+    def _yaml_file(self):
+        return io.StringIO(self.state.to_yaml())
+
+    def _on_upload(self, event):
+        if event.new is None:
+            return
+        self.state.load_yaml(event.new, self.upload.filename or "uploaded YAML")
+
+    def __panel__(self):
+        s = self.state
+        return pn.Row(
+            pn.Column(pn.pane.Markdown("#### The config\nWhat the training script reads (only what differs "
+                                       "from the defaults):"), self.download, self.yaml,
+                      sizing_mode="stretch_width"),
+            pn.Column(pn.pane.Markdown("#### In training"), self.snippet,
+                      pn.pane.Markdown("#### Restore the dashboard from a YAML"), self.upload,
+                      _alert(s, "upload_error"), self.notice, sizing_mode="stretch_width"),
+            sizing_mode="stretch_width")
+
+
+# ------------------------------------------------------------------------------------------------
+class Dashboard(Viewer):
+    """The whole dashboard for one session: a sidebar (collection and knobs) and a main area (live
+    batches, throughput, export). Results of the background threads reach the page through a
+    periodic callback that calls `state.poll()`."""
+
+    state = param.ClassSelector(class_=DashboardState)
+    period_ms = param.Integer(default=400, bounds=(50, 10_000))
+
+    def __init__(self, state: DashboardState | None = None, **params):
+        super().__init__(state=state or DashboardState(), **params)
+        s = self.state
+        self.collection = CollectionView(state=s)
+        self.queries = QueryView(state=s)
+        self.batches = BatchView(state=s)
+        self.throughput = ThroughputView(state=s)
+        self.export = ExportView(state=s)
+        self._callback = None
+        self.sidebar = pn.Column(
+            pn.Card(self.collection, title="Collection", sizing_mode="stretch_width"),
+            self.queries, sizing_mode="stretch_width")
+        # Cards, not Tabs: responsive HoloViews layouts inside pn.Tabs lose their axes and titles
+        # (Panel 1.9 / Bokeh 3.9), and one scrolling page shows everything at once.
+        card = dict(sizing_mode="stretch_width", collapsible=True, margin=(5, 5))
+        self.main = pn.Column(
+            pn.Card(self.batches, title="Live batches", **card),
+            pn.Card(self.throughput, title="Throughput", **card),
+            pn.Card(self.export, title="Export", **card),
+            pn.Card(self.collection.summary_panel(), title="Files", **card),
+            sizing_mode="stretch_width")
+
+    def start_polling(self):
+        """Start the periodic callback (once) in the current session or notebook."""
+        if self._callback is None:
+            self._callback = pn.state.add_periodic_callback(self.state.poll, period=self.period_ms)
+        return self._callback
+
+    def close(self):
+        if self._callback is not None:
+            self._callback.stop()
+            self._callback = None
+        self.state.close()
+
+    def __panel__(self):
+        self.start_polling()
+        return pn.Row(pn.Column(self.sidebar, width=380), self.main, sizing_mode="stretch_width")
