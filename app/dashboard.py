@@ -33,10 +33,9 @@ def build_app():
     )
     dashboard.start_polling()
 
-    def _closed(session_context):
+    def _closed(session_context, _err=sys.stderr):     # module globals are gone by then: bind what we use
         dashboard.close()
-        print(f"bwloader dashboard: session {session_context.id} closed, loader stopped", file=sys.stderr,
-              flush=True)
+        print(f"bwloader dashboard: session {session_context.id} closed, loader stopped", file=_err, flush=True)
 
     pn.state.on_session_destroyed(_closed)
     return template

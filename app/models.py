@@ -583,8 +583,8 @@ class StreamController(param.Parameterized):
             else:
                 self._published = now
                 updates["batch"] = batch
-            updates["batches"] = count
-            updates.update(self._rates(recent))
+                updates["batches"] = count
+                updates.update(self._rates(recent))
         updates.update(epoch=pos[0], index=pos[1], batches_per_epoch=n_epoch)
         if failed:
             updates.update(error=failed, status="error")

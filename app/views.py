@@ -28,7 +28,8 @@ BASE_COLORS = {"A": "#2ca02c", "C": "#1f77b4", "G": "#ff7f0e", "T": "#d62728", "
 
 def _pad_left(plot, element):
     """The same left border on every stacked plot, so that their x axes line up."""
-    plot.state.min_border_left = 90
+    plot.state.min_border_left = 60
+    plot.state.min_border_right = 20
 
 
 def _alert(model, name, alert_type="danger"):
@@ -176,7 +177,7 @@ class BatchView(Viewer):
         self._shape = None
         self._tick = hv.streams.Counter()
         self._tick_heat = hv.streams.Counter()
-        self.tracks_pane = pn.pane.HoloViews(None, sizing_mode="stretch_width", linked_axes=False)
+        self.tracks_pane = pn.Column(sizing_mode="stretch_width")
         self.heat_pane = pn.pane.HoloViews(None, sizing_mode="stretch_width")
         self.dna_letters = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["bw-dna"])
         s.stream.param.watch(self._redraw, "batch")
@@ -208,7 +209,7 @@ class BatchView(Viewer):
         shape = (len(v["curves"]), None if dna is None else dna["kind"])
         if shape != self._shape:
             self._shape = shape
-            self.tracks_pane.object = self._tracks_layout(*shape)
+            self.tracks_pane.objects = self._tracks_layout(*shape)
         else:
             self._tick.event()
         if not events or any(getattr(e, "name", "") == "batch" for e in events):
@@ -219,34 +220,38 @@ class BatchView(Viewer):
         names = list(v["curves"])
         name = names[k] if k < len(names) else ""
         x, y = v["curves"][name] if name else (np.zeros(0), np.zeros(0))
-        x_dim = hv.Dimension("position", label=f"{v['chrom']} position (bp)")
-        return hv.Curve((x, y), x_dim, hv.Dimension(f"track_{k}", label="value"), label=name)
+        x_dim = hv.Dimension("position", label="genomic position (bp)")
+        # a distinct y dimension per slot: Panel would otherwise link the y ranges of all panes
+        return hv.Curve((x, y), x_dim, hv.Dimension(f"track_{k}", label=name or f"track {k}"), label=name)
 
     def _strip(self, counter=0):
         v = self._view
         dna = v["dna"]
-        x_dim = hv.Dimension("position", label=f"{v['chrom']} position (bp)")
+        x_dim = hv.Dimension("position", label="genomic position (bp)")
         return hv.Image(dna["strip"][::-1], bounds=(dna["start"], 0, dna["end"], 4), kdims=[x_dim, "base"],
                         vdims=["fraction"])
 
     def _tracks_layout(self, n_tracks, dna_kind):
-        plots = []
+        """One HoloViews pane per track (Panel links their x axes: same `position` dimension).
+        A single hv.Layout would be lighter, but inside Cards/Tabs its responsive grid loses its
+        titles and y axes (Panel 1.9 / Bokeh 3.9)."""
+        panes = []
         for k in range(n_tracks):
             last = k == n_tracks - 1 and dna_kind != "strip"
-            dm = hv.DynamicMap(functools.partial(self._curve, k), streams=[self._tick]).opts(
+            dm = hv.DynamicMap(functools.partial(self._curve, k), streams=[self._tick], cache_size=1).opts(
                 hv.opts.Curve(color=PALETTE[k % len(PALETTE)], frame_height=CURVE_HEIGHT, responsive=True,
                               xaxis="bottom" if last else None, tools=["hover", "xwheel_zoom"],
                               active_tools=["xwheel_zoom"], show_legend=False, yticks=3, framewise=True,
-                              ylabel="", title="{label}", fontsize={"title": "10pt"}))
-            plots.append(dm)
+                              ylabel="", title="{label}", fontsize={"title": "10pt"}, toolbar=None,
+                              hooks=[_pad_left]))
+            panes.append(pn.pane.HoloViews(dm, sizing_mode="stretch_width", margin=(0, 5)))
         if dna_kind == "strip":
-            plots.append(hv.DynamicMap(self._strip, streams=[self._tick]).opts(hv.opts.Image(
+            dm = hv.DynamicMap(self._strip, streams=[self._tick], cache_size=1).opts(hv.opts.Image(
                 cmap="Greys", frame_height=48, responsive=True, yticks=[(0.5, "T"), (1.5, "G"), (2.5, "C"), (3.5, "A")],
                 ylabel="", title="DNA (fraction of each base)", fontsize={"title": "10pt"}, colorbar=False,
-                clim=(0, 1), tools=["hover"], framewise=True)))
-        if not plots:
-            return None
-        return hv.Layout(plots).cols(1).opts(shared_axes=True, merge_tools=True)
+                clim=(0, 1), tools=["hover"], framewise=True, toolbar=None, hooks=[_pad_left]))
+            panes.append(pn.pane.HoloViews(dm, sizing_mode="stretch_width", margin=(0, 5)))
+        return panes
 
     @staticmethod
     def _letters_html(dna):
@@ -259,7 +264,7 @@ class BatchView(Viewer):
         if b is None or self.state.heatmap_track not in b.track_names:
             return
         if self.heat_pane.object is None:
-            self.heat_pane.object = hv.DynamicMap(self._heat, streams=[self._tick_heat]).opts(hv.opts.Image(
+            self.heat_pane.object = hv.DynamicMap(self._heat, streams=[self._tick_heat], cache_size=1).opts(hv.opts.Image(
                 cmap="viridis", colorbar=True, responsive=True, height=260, tools=["hover"], framewise=True))
         else:
             self._tick_heat.event()
@@ -310,10 +315,12 @@ class ThroughputView(Viewer):
         self.nb = pn.indicators.Number(name="batches", value=0, format="{value:,.0f}", font_size="28pt",
                                        title_size="11pt", css_classes=["bw-batches"])
         s.stream.param.watch(self._numbers, ["samples_per_s", "mb_per_s", "batches"])
-        self.stages = pn.pane.HoloViews(self._stage_plot(), sizing_mode="stretch_width")
-        self.history = pn.pane.HoloViews(self._history_plot(), sizing_mode="stretch_width")
-        s.stream.param.watch(lambda e: setattr(self.stages, "object", self._stage_plot()), "stage_ms")
-        s.stream.param.watch(lambda e: setattr(self.history, "object", self._history_plot()), "history")
+        self._tick_stats = hv.streams.Counter()
+        self.stages = pn.pane.HoloViews(
+            hv.DynamicMap(self._stage_plot, streams=[self._tick_stats], cache_size=1), sizing_mode="stretch_width")
+        self.history = pn.pane.HoloViews(
+            hv.DynamicMap(self._history_plot, streams=[self._tick_stats], cache_size=1), sizing_mode="stretch_width")
+        s.stream.param.watch(lambda *e: self._tick_stats.event(), ["stage_ms", "history"])
         sw = s.sweep
         self.sweep_button = pn.widgets.Button(name="Run sweep", button_type="primary", width=120)
         self.sweep_button.on_click(lambda e: s.run_sweep())
@@ -331,15 +338,15 @@ class ThroughputView(Viewer):
         self.mbps.value = round(st.mb_per_s, 2)
         self.nb.value = st.batches
 
-    def _stage_plot(self):
+    def _stage_plot(self, counter=0):
         ms = self.state.stream.stage_ms or {}
         from .models import STAGES
         data = [(k, ms.get(k, 0.0)) for k in STAGES]
         return hv.Bars(data, hv.Dimension("stage"), hv.Dimension("ms", label="ms per batch")).opts(
             responsive=True, height=230, color=ACCENT, tools=["hover"], xrotation=30,
-            title="Where the time goes (mean of the last 10 batches; workers run in parallel)")
+            title="ms per batch by stage (last 10 batches)")
 
-    def _history_plot(self):
+    def _history_plot(self, counter=0):
         h = self.state.stream.history
         data = h if h else [(0.0, 0.0)]
         return hv.Curve(data, hv.Dimension("t", label="seconds since Start"), hv.Dimension("sps", label="samples/s")).opts(
