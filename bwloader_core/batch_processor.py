@@ -78,11 +78,14 @@ class BatchProcessor:
         pair, ids = pair[keep], ids[keep]
         return np.unique(ids), pair, ids
 
-    def fetch(self, leaf_ids):
-        """Read (coalesced) and inflate every block into one word buffer."""
+    def fetch(self, leaf_ids, need_key=None):
+        """Read (coalesced) and inflate every block into one word buffer; with `need_key` (the
+        largest global key any pair needs from each block) only the needed prefix is inflated."""
         c = self.collection
-        return self._fetcher.fetch(c.files, c._leaf_file[leaf_ids], c._leaf_local[leaf_ids],
-                                   c._leaf_offset[leaf_ids])
+        files = c._leaf_file[leaf_ids]
+        if need_key is not None:
+            need_key = need_key - c._track_base[files]
+        return self._fetcher.fetch(c.files, files, c._leaf_local[leaf_ids], c._leaf_offset[leaf_ids], need_key)
 
     def decode(self, leaf_ids, words):
         """Parse the section headers of fetched blocks -> (sections, section chrom index)."""
@@ -184,8 +187,10 @@ class BatchProcessor:
         T = len(track_idx)
         key_lo, key_hi, origin = q["key_lo"], q["key_hi"], q["origin"]
         leaf_ids, pair_of, leaf_of = self.plan(key_lo, key_hi)
+        need = np.zeros(len(leaf_ids), np.int64)
+        np.maximum.at(need, np.searchsorted(leaf_ids, leaf_of), key_hi[pair_of])
         t1 = time.perf_counter()
-        words = self.fetch(leaf_ids)
+        words = self.fetch(leaf_ids, need)
         t2 = time.perf_counter()
         secs, sec_chrom = self.decode(leaf_ids, words)
         t3 = time.perf_counter()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+import struct
+
 import deflate
 import numpy as np
 
@@ -27,6 +29,74 @@ def inflate_one(f, data, offset):
             f"stream or larger than uncompressBufSize ({f.uncompress_buf_size})") from None
 
 
+_ITEM_BYTES = {1: 12, 2: 8, 3: 4}
+
+
+def _zlib_ng():
+    try:
+        from zlib_ng import zlib_ng
+        return zlib_ng
+    except ImportError:
+        return None
+
+
+def inflate_partial(zng, f, data, offset, need_key, block_start_key, block_end_key):
+    """Inflate only the part of a one-section block whose items start before `need_key` (file key
+    space): the rest of the block is never inflated. The section's item count in the returned
+    bytes is patched to the items kept, so the parser sees a consistent (shorter) section.
+    Falls back to the whole block when the block holds more than one section."""
+    ubs = f.uncompress_buf_size
+    span = max(int(block_end_key - block_start_key), 1)
+    frac = min(max((need_key - block_start_key) / span, 0.0), 1.0)
+    d = zng.decompressobj()
+    try:
+        out = d.decompress(data, max(512, int(frac * ubs * 1.1) + 256))
+        if len(out) < 24:
+            return _finish(d, out)
+        bo = f.byteorder
+        chrom, sstart, send, step, span_, typ, _res, count = struct.unpack_from(bo + "IIIIIBBH", out, 0)
+        isz = _ITEM_BYTES.get(typ)
+        if isz is None or chrom >= len(f.chrom_names):
+            return _finish(d, out)             # let the parser report the problem
+        total = 24 + count * isz
+        need_pos = need_key - int(f.chrom_offsets[chrom])
+        if typ == 3:
+            n_need = min(count, max(0, -(-(need_pos - sstart) // max(step, 1)))) if step else count
+        else:
+            n_need = None
+        while True:
+            have = (min(len(out), total) - 24) // isz
+            if have >= count:
+                return _finish(d, out)
+            if n_need is not None:
+                if have >= n_need:
+                    break
+                want = 24 + n_need * isz
+            else:
+                if have > 0:
+                    last = struct.unpack_from(bo + "I", out, 24 + (have - 1) * isz)[0]
+                    if last >= need_pos:
+                        break
+                fpos = min(max((need_pos - sstart) / max(send - sstart, 1), 0.0), 1.0)
+                want = max(24 + int(fpos * count * 1.15 + 32) * isz, len(out) * 2)
+            more = d.decompress(d.unconsumed_tail, max(want - len(out), 64))
+            if not more:
+                return _finish(d, out)
+            out += more
+        keep = (len(out) - 24) // isz
+        cut = bytearray(out[:24 + keep * isz])
+        struct.pack_into(bo + "H", cut, 22, keep)
+        return cut
+    except zng.error:
+        raise BigWigFormatError(f.path, f"data block at offset {offset} ({len(data)} bytes) does not inflate: "
+                                        "corrupt zlib stream") from None
+
+
+def _finish(d, out):
+    rest = d.decompress(d.unconsumed_tail) + d.flush()
+    return out + rest if rest else out
+
+
 def inflate_blocks(raw, files, offsets) -> list:
     """Inflate blocks one by one (`files`: the BigWigFile of each block). Used off the hot path."""
     return [inflate_one(f, r, o) for r, f, o in zip(raw, files, offsets)]
@@ -38,13 +108,16 @@ class BlockFetcher:
     def __init__(self, n_threads: int, cache=None):
         self.n_threads = max(1, int(n_threads))
         self.cache = cache
+        self.partial = True
         self._pool = ThreadPoolExecutor(self.n_threads, thread_name_prefix="bwloader-inflate") \
             if self.n_threads > 1 else None
         self._buf = np.zeros(0, np.uint32)
         self.bytes_read = 0
 
-    def fetch(self, files, file_of_block, local_of_block, offset_of_block) -> Words:
-        """`files`: list of BigWigFile; per block: its file index, its index in that file, its offset."""
+    def fetch(self, files, file_of_block, local_of_block, offset_of_block, need_key=None) -> Words:
+        """`files`: list of BigWigFile; per block: its file index, its index in that file, its offset,
+        and optionally the largest position (file key) any query needs from it: blocks are then
+        inflated only up to the items that start before it (partial inflate, needs zlib-ng)."""
         n = len(file_of_block)
         fidx = file_of_block.tolist()
         caps = np.fromiter(
@@ -61,7 +134,8 @@ class BlockFetcher:
         nbytes = np.zeros(n, np.int64)
         n_chunks = self.n_threads if (self._pool is not None and n >= 2 * self.n_threads) else 1
         bounds = [n * i // n_chunks for i in range(n_chunks + 1)]
-        args = [(a, b, files, fidx, local_of_block, offset_of_block, starts, buf, nbytes, self.cache)
+        zng = _zlib_ng() if (need_key is not None and self.partial and not self.cache) else None
+        args = [(a, b, files, fidx, local_of_block, offset_of_block, starts, buf, nbytes, self.cache, zng, need_key)
                 for a, b in zip(bounds[:-1], bounds[1:])]
         if n_chunks == 1:
             read = [_fetch_chunk(*args[0])]
@@ -77,7 +151,7 @@ class BlockFetcher:
         self._buf = np.zeros(0, np.uint32)
 
 
-def _fetch_chunk(a, b, files, fidx, local, offsets, starts, buf, nbytes, cache):
+def _fetch_chunk(a, b, files, fidx, local, offsets, starts, buf, nbytes, cache, zng=None, need_key=None):
     read = 0
     i = a
     while i < b:  # one run of blocks of the same file
@@ -96,7 +170,12 @@ def _fetch_chunk(a, b, files, fidx, local, offsets, starts, buf, nbytes, cache):
             raw = f.read_blocks(local[miss])
             for k, data in zip(miss, raw):
                 read += len(data)
-                out = inflate_one(f, data, int(offsets[k]))
+                jl = int(local[k])
+                if zng is not None and f.compressed and need_key[k] < f.block_end_key[jl]:
+                    out = inflate_partial(zng, f, data, int(offsets[k]), int(need_key[k]),
+                                          int(f.block_start_key[jl]), int(f.block_end_key[jl]))
+                else:
+                    out = inflate_one(f, data, int(offsets[k]))
                 if cache:
                     out = bytes(out)
                     cache.put((fidx[k], int(local[k])), out)
