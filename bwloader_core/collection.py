@@ -16,6 +16,13 @@ REDUCTIONS = ("mean", "max", "min", "sum")
 BIGWIG_SUFFIXES = (".bw", ".bigwig", ".bigWig", ".BigWig", ".BW")
 
 
+def _stem(path: str) -> str:
+    """File name without suffix; for URLs, of the URL's path (no query string)."""
+    from urllib.parse import urlsplit
+    from .io import is_url
+    return Path(urlsplit(path).path).stem if is_url(path) else Path(path).stem
+
+
 def _expand_paths(paths_or_directory):
     if isinstance(paths_or_directory, (str, os.PathLike)):
         p = Path(paths_or_directory)
@@ -44,7 +51,7 @@ class BigWigCollection:
     def __init__(self, paths_or_directory, track_names=None, scaling=None, n_threads: int | None = None,
                  cache_bytes: int = 0):
         self.paths = _expand_paths(paths_or_directory)
-        names = list(track_names) if track_names is not None else [Path(p).stem for p in self.paths]
+        names = list(track_names) if track_names is not None else [_stem(p) for p in self.paths]
         if len(names) != len(self.paths):
             raise ValueError(f"{len(names)} track names for {len(self.paths)} files")
         if len(set(names)) != len(names):
@@ -57,8 +64,18 @@ class BigWigCollection:
         _ensure_fd_limit(len(self.paths))
         self.files: list[BigWigFile] = []
         try:
-            for p in self.paths:
-                self.files.append(BigWigFile(p))
+            from .io import is_url
+            if sum(map(is_url, self.paths)) > 1:   # remote: open in parallel (round trips dominate)
+                from concurrent.futures import ThreadPoolExecutor
+                with ThreadPoolExecutor(min(16, len(self.paths))) as ex:
+                    futs = [ex.submit(BigWigFile, p) for p in self.paths]
+                self.files = [f.result() for f in futs if f.exception() is None]
+                err = next((f.exception() for f in futs if f.exception() is not None), None)
+                if err is not None:
+                    raise err
+            else:
+                for p in self.paths:
+                    self.files.append(BigWigFile(p))
         except BaseException:
             self.close()
             raise

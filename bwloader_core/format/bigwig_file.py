@@ -25,7 +25,9 @@ class BigWigFile:
 
     def __init__(self, path):
         self.path = str(path)
-        self.name = Path(self.path).name
+        from urllib.parse import urlsplit
+        from ..io import is_url
+        self.name = Path(urlsplit(self.path).path if is_url(self.path) else self.path).name
         self._source = open_source(self.path)
         try:
             self._load()
