@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+import os
 import struct
 
 import deflate
@@ -108,7 +109,7 @@ class BlockFetcher:
     def __init__(self, n_threads: int, cache=None):
         self.n_threads = max(1, int(n_threads))
         self.cache = cache
-        self.partial = True
+        self.partial = os.environ.get("BWLOADER_PARTIAL_INFLATE", "1") != "0"
         self._pool = ThreadPoolExecutor(self.n_threads, thread_name_prefix="bwloader-inflate") \
             if self.n_threads > 1 else None
         self._buf = np.zeros(0, np.uint32)
