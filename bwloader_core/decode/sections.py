@@ -113,7 +113,7 @@ def parse_section_headers(w: Words, swap, where, xp=np) -> Sections:
         # another section follows if at least a header's worth of bytes remains
         active[idx] = (nxt + HEADER_WORDS) * 4 <= block_end_byte[idx]
     else:
-        raise BigWigFormatError("<batch>", "too many sections in one block")
+        _raise(where, int(xp.flatnonzero(active)[0]), f"more than {MAX_SECTIONS_PER_BLOCK} sections in one block")
     if not out["block"]:
         z = xp.zeros(0, xp.int64)
         return Sections(*([z] * 9))

@@ -63,9 +63,11 @@ class BigWigFile:
         n_chroms = len(names)
         if len(leaves) and (leaves["start_chrom"].max() >= n_chroms or leaves["end_chrom"].max() >= n_chroms):
             raise BigWigFormatError(path, "R-tree refers to a chromosome id missing from the chromosome tree")
+        if len(leaves) and ((leaves["offset"] > src.size).any() or (leaves["size"] > src.size).any()):
+            raise BigWigFormatError(path, "a data block lies past the end of the file: truncated or corrupt")
         off = leaves["offset"].astype(np.int64)
         size = leaves["size"].astype(np.int64)
-        if len(leaves) and (int((off + size).max()) > src.size or (leaves["offset"] > src.size).any()):
+        if len(leaves) and int((off + size).max()) > src.size:
             raise BigWigFormatError(path, "a data block lies past the end of the file: truncated or corrupt")
         co = self.chrom_offsets
         skey = co[leaves["start_chrom"].astype(np.int64)] + leaves["start_base"].astype(np.int64)

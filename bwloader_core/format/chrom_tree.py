@@ -28,9 +28,13 @@ def read_chrom_tree(source, offset: int, bo: str):
     names, ids, sizes = [], [], []
     level = [offset + 32]
     visited = 0
+    seen = set()
     for _depth in range(MAX_DEPTH):
         next_level = []
         for node_off in level:
+            if node_off in seen:
+                raise BigWigFormatError(path, f"chromosome tree node at offset {node_off} is reached twice (a cycle)")
+            seen.add(node_off)
             visited += 1
             if visited > item_count + 2 * MAX_DEPTH + 1:
                 raise BigWigFormatError(path, "chromosome tree has more nodes than items (cycle?)")
@@ -48,6 +52,8 @@ def read_chrom_tree(source, offset: int, bo: str):
                 items = np.frombuffer(source.pread(node_off + 4, count * node_dt.itemsize,
                                                    "chromosome tree node"), node_dt)
                 next_level.extend(items["child"].tolist())
+                if len(next_level) > item_count + 1:
+                    raise BigWigFormatError(path, "chromosome tree has more nodes than chromosomes (corrupt)")
         if not next_level:
             break
         level = next_level

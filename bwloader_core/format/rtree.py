@@ -30,9 +30,13 @@ def read_rtree_leaves(source, offset: int, bo: str) -> np.ndarray:
     leaves = []
     level = [offset + 48]
     visited = 0
+    seen = set()
     for _depth in range(MAX_DEPTH):
         next_level = []
         for node_off in level:
+            if node_off in seen:
+                raise BigWigFormatError(path, f"R-tree node at offset {node_off} is reached twice (a cycle)")
+            seen.add(node_off)
             visited += 1
             if visited > item_count + 2 * MAX_DEPTH + 1:
                 raise BigWigFormatError(path, "R-tree has more nodes than blocks (cycle?)")
@@ -44,6 +48,8 @@ def read_rtree_leaves(source, offset: int, bo: str) -> np.ndarray:
             else:
                 items = np.frombuffer(source.pread(node_off + 4, count * 24, "R-tree node"), node_dt)
                 next_level.extend(items["child"].tolist())
+                if len(next_level) > item_count + 1:
+                    raise BigWigFormatError(path, "R-tree has more nodes than blocks (corrupt child offsets)")
         if not next_level:
             break
         level = next_level
