@@ -112,7 +112,9 @@ def scan_root(root) -> tuple[list[str], list[str]]:
         names = sorted(filenames)
         if any(_is_bigwig(Path(n)) for n in names):
             folders.append(rel)
-        fastas += [(Path(rel) / n).as_posix() for n in names if _is_fasta(Path(n))]
+        for n in names:
+            if _is_fasta(Path(n)) and (d / n).resolve().is_relative_to(root):   # not links pointing out
+                fastas.append((Path(rel) / n).as_posix())
         if seen > MAX_SCAN_ENTRIES:
             break
     return folders, fastas
@@ -371,7 +373,6 @@ class DataRootBrowser(param.Parameterized):
             self.fasta = self._fasta_ok
             return
         self._fasta_ok = self.fasta
-        self.message = ""
 
     # -- what the config needs --------------------------------------------------------------------
     def track_paths(self) -> list[str]:
@@ -628,7 +629,10 @@ def pybigwig_loop(paths, chromosomes, starts, ends, window_size=1, reduce="mean"
         B, T = len(starts), len(handles)
         L = int(ends[0] - starts[0])
         out = np.empty((B, L // window_size, T), np.float32)
-        red = {"mean": np.nanmean, "max": np.nanmax, "min": np.nanmin, "sum": np.nansum}[reduce]
+        # like the loader: bases without data take default_value, then the window reduction
+        fill = not np.isnan(default_value)
+        red = ({"mean": np.mean, "max": np.max, "min": np.min, "sum": np.sum} if fill else
+               {"mean": np.nanmean, "max": np.nanmax, "min": np.nanmin, "sum": np.nansum})[reduce]
         for t, bw in enumerate(handles):
             sizes = bw.chroms()
             for b, (c, s, e) in enumerate(zip(chromosomes, starts, ends)):
@@ -637,6 +641,8 @@ def pybigwig_loop(paths, chromosomes, starts, ends, window_size=1, reduce="mean"
                 lo, hi = max(int(s), 0), min(int(e), size)
                 if hi > lo:
                     v[lo - int(s):hi - int(s)] = bw.values(str(c), lo, hi, numpy=True)
+                if fill:
+                    v[np.isnan(v)] = default_value
                 if window_size > 1:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore", RuntimeWarning)
@@ -801,7 +807,8 @@ class DashboardState(param.Parameterized):
     sample = param.Integer(default=0, bounds=(0, 1), doc="the sample of the batch to show")
     heatmap_track = param.Selector(default=None, objects=[], allow_None=True, doc="track of the heat map")
     max_points = param.Integer(default=2000, bounds=(100, 20_000), doc="points per curve (min/max decimation)")
-    upload_error = param.String(default="", doc="why the uploaded YAML or BED was refused")
+    upload_error = param.String(default="", doc="why the uploaded YAML was refused")
+    bed_error = param.String(default="", doc="why the uploaded BED was refused")
     notice = param.String(default="", doc="what the last upload did")
     yaml_text = param.String(default="", doc="the config as YAML (what Download gives)")
 
@@ -867,7 +874,7 @@ class DashboardState(param.Parameterized):
     def load_bed(self, data: bytes, name: str = "regions.bed") -> bool:
         """Regions from an uploaded BED (merged and clipped to the tracks' chromosomes)."""
         from bwloader_core.sampling import load_regions
-        self.upload_error = ""
+        self.bed_error = ""
         tmp = None
         try:
             text = data.decode("utf-8") if isinstance(data, bytes) else str(data)
@@ -879,7 +886,7 @@ class DashboardState(param.Parameterized):
                 raise ValueError("no interval of the BED lies on the tracks' chromosomes")
         except (ValueError, OSError, UnicodeDecodeError) as exc:
             msg = error_text(exc)
-            self.upload_error = f"{name}: " + (msg.replace(tmp + ":", "line ").replace(tmp, name) if tmp else msg)
+            self.bed_error = f"{name}: " + (msg.replace(tmp + ":", "line ").replace(tmp, name) if tmp else msg)
             return False
         finally:
             if tmp:
@@ -896,6 +903,7 @@ class DashboardState(param.Parameterized):
         return True
 
     def clear_bed(self):
+        self.bed_error = ""
         self._bed_regions = None
         self.bed_name = ""
         self._update_regions()

@@ -140,7 +140,7 @@ class QueryView(Viewer):
         summary = pn.bind(lambda *_: pn.pane.Markdown(f"Regions: **{s.regions_summary}**", margin=(0, 10)),
                           s.config.param.regions, s.param.bed_name)
         return pn.Column(self.chromosomes, pn.Row(self.bed, self.clear_bed), pn.panel(summary),
-                         _alert(s, "upload_error"), sizing_mode="stretch_width")
+                         _alert(s, "bed_error"), sizing_mode="stretch_width")
 
     def __panel__(self):
         cards = [pn.Card(self.regions_panel(), title="Regions", sizing_mode="stretch_width")]

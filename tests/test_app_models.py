@@ -1,0 +1,395 @@
+"""The dashboard's models (app/models.py) without a browser: real demo files in a temporary data root."""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("param")
+sys.path.append(str(Path(__file__).resolve().parent.parent))   # the `app` package of the checkout
+
+from app.models import (DashboardState, PathOutsideRootError, confine, dna_view,  # noqa: E402
+                        minmax_decimate, sample_view)
+from bwloader_core import LoaderConfig  # noqa: E402
+from bwloader_core.demo import write_demo_collection  # noqa: E402
+
+CHROMS = {"chr1": 300_000, "chr2": 200_000, "chrM": 16_569}
+TRACKS = ["H3K27ac_rep1", "H3K4me3_rep1", "CTCF_rep1", "ATAC_rep1"]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    """<root>/demo: 4 demo tracks + genome.fa; <outside>: a bigWig and a FASTA outside the root."""
+    base = tmp_path_factory.mktemp("dash")
+    root = base / "root"
+    write_demo_collection(root / "demo", n_tracks=4, chrom_sizes=CHROMS, seed=1)
+    outside = base / "outside"
+    outside.mkdir()
+    shutil.copy(root / "demo" / "CTCF_rep1.bw", outside / "secret.bw")
+    shutil.copy(root / "demo" / "genome.fa", outside / "other.fa")
+    (root / "link_out").symlink_to(outside, target_is_directory=True)            # a folder pointing out
+    (root / "demo" / "sneaky.bw").symlink_to(outside / "secret.bw")               # a file pointing out
+    (root / "other.fa").symlink_to(outside / "other.fa")
+    return root
+
+
+@pytest.fixture
+def state(data_root):
+    s = DashboardState(data_root)
+    s.config.batch_size = 8
+    yield s
+    s.close()
+
+
+def _threads(prefix="bwloader"):
+    return [t.name for t in threading.enumerate() if t.name.startswith(prefix) and t.is_alive()]
+
+
+def _poll_until(state, cond, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state.poll()
+        if cond():
+            return True
+        time.sleep(0.05)
+    state.poll()
+    return cond()
+
+
+# -- collection and data root ---------------------------------------------------------------------
+def test_browser_finds_folder_tracks_fasta_and_summaries(state, data_root):
+    b = state.browser
+    assert b.folders == ["demo"]                       # link_out is a symlink: not walked
+    assert b.folder == "demo"
+    assert sorted(b.tracks) == sorted(TRACKS)          # sneaky.bw (pointing out) is not a track
+    assert "sneaky.bw" in b.message
+    assert b.fasta == "demo/genome.fa"
+    assert len(b.summaries) == 4
+    s0 = b.summaries[0]
+    assert s0["chromosomes"] == 3 and s0["bases"] == sum(CHROMS.values()) and s0["zoom_levels"] > 0
+    assert s0["size_bytes"] == os.path.getsize(data_root / "demo" / s0["file"])
+    assert list(state.param.chromosomes.objects) == list(CHROMS)
+    cfg = state.config
+    assert [Path(p).name for p in cfg.bigwig_paths] == [f"{t}.bw" for t in b.tracks]
+    assert cfg.reference_genome == str((data_root / "demo" / "genome.fa").resolve())
+
+
+def test_confine_refuses_dotdot_absolute_and_symlinks(data_root):
+    root = data_root.resolve()
+    assert confine(root, "demo") == root / "demo"
+    assert confine(root, str(root / "demo" / "genome.fa")) == root / "demo" / "genome.fa"
+    assert confine(root, "demo/../demo") == root / "demo"
+    for bad in ("..", "../outside", "demo/../../outside", "/etc", "/etc/passwd", "link_out", "link_out/secret.bw",
+                "demo/sneaky.bw", "other.fa"):
+        with pytest.raises(PathOutsideRootError, match="outside the data root"):
+            confine(root, bad)
+
+
+@pytest.mark.parametrize("folder", ["..", "../outside", "/etc", "link_out", str(Path("/tmp"))])
+def test_folder_outside_root_is_refused_with_a_message(state, folder):
+    before = (state.browser.folder, list(state.browser.tracks), list(state.config.bigwig_paths))
+    state.browser.folder = folder
+    assert "outside the data root" in state.browser.message
+    assert (state.browser.folder, list(state.browser.tracks), list(state.config.bigwig_paths)) == before
+
+
+def test_fasta_outside_root_is_refused(state):
+    state.browser.fasta = "other.fa"                   # a symlink pointing out
+    assert "outside the data root" in state.browser.message
+    assert state.browser.fasta == "demo/genome.fa"
+    state.browser.fasta = ""
+    assert state.config.reference_genome is None
+
+
+def test_missing_folder_is_a_message_not_an_exception(state):
+    state.browser.folder = "nope"
+    assert "no such folder" in state.browser.message
+    assert state.browser.folder == "demo"
+
+
+# -- query widgets -> config -> YAML ----------------------------------------------------------------
+def test_widgets_drive_the_config_and_yaml(state):
+    state.config.sequence_length = 2000
+    state.config.window_size = 10
+    state.browser.tracks = ["CTCF_rep1", "ATAC_rep1"]
+    state.chromosomes = ["chr2"]
+    state.tracks_per_batch = 1
+    cfg = state.config
+    assert [Path(p).stem for p in cfg.bigwig_paths] == ["CTCF_rep1", "ATAC_rep1"]
+    assert cfg.regions == [["chr2", 0, CHROMS["chr2"]]]
+    assert cfg.tracks == 1
+    y = LoaderConfig.from_yaml(state.yaml_text)
+    assert (y.sequence_length, y.window_size, y.batch_size, y.tracks) == (2000, 10, 8, 1)
+    assert y.regions == [["chr2", 0, CHROMS["chr2"]]]
+    state.chromosomes = list(CHROMS)                  # all picked: no region restriction
+    assert state.config.regions is None
+    state.tracks_per_batch = 0
+    assert state.config.tracks is None
+
+
+def test_backend_offers_cuda_only_with_a_gpu(state):
+    from bwloader_core.backend import _cuda_unavailable_reason
+    offered = state.config.param.backend.objects
+    assert ("cuda" in offered) == (_cuda_unavailable_reason() is None)
+    assert {"cpu", "auto"} <= set(offered)
+    assert "cuda" in LoaderConfig.param.backend.objects      # the class itself is untouched
+
+
+def test_bed_upload_sets_regions_and_bad_bed_is_a_message(state):
+    assert state.load_bed(b"# comment\nchr1\t1000\t50000\nchr1\t40000\t60000\nchrUn\t1\t5\n", "peaks.bed")
+    assert state.config.regions == [["chr1", 1000, 60000]]
+    assert "peaks.bed" in state.regions_summary and state.bed_error == ""
+    state.step()
+    assert state.stream.wait(60)
+    state.poll()
+    b = state.stream.batch
+    assert b is not None and set(b.chromosomes.tolist()) == {"chr1"}
+    assert not state.load_bed(b"chr1\tx\t10\n", "bad.bed")
+    assert state.bed_error.startswith("bad.bed:") and "integers" in state.bed_error
+    assert state.config.regions == [["chr1", 1000, 60000]]      # unchanged
+    state.chromosomes = ["chrM"]                                 # picking chromosomes drops the BED
+    assert state.config.regions == [["chrM", 0, CHROMS["chrM"]]] and state.bed_name == ""
+
+
+# -- YAML export / import -----------------------------------------------------------------------
+def test_exported_yaml_builds_the_same_batches(state, tmp_path):
+    state.config.param.update(sequence_length=500, window_size=5, seed=7, reverse_complement=True, jitter=20)
+    state.chromosomes = ["chr1", "chr2"]
+    path = tmp_path / "loader.yaml"
+    path.write_text(state.to_yaml())
+    cfg = LoaderConfig.from_yaml(str(path))
+    state.step()
+    assert state.stream.wait(60)
+    state.poll()
+    shown = state.stream.batch
+    with cfg.build() as ds:
+        first = next(iter(ds))
+    assert first.values.shape == (8, 100, 4) and first.sequences.shape == (8, 500, 4)
+    np.testing.assert_array_equal(first.starts, shown.starts)
+    np.testing.assert_array_equal(first.values, shown.values)
+
+
+def test_yaml_upload_restores_the_dashboard(state, data_root):
+    other = DashboardState(data_root)
+    try:
+        other.browser.tracks = ["ATAC_rep1", "H3K27ac_rep1"]
+        other.chromosomes = ["chrM"]
+        other.tracks_per_batch = 1
+        other.config.param.update(batch_size=3, sequence_length=300, dtype="float16", num_workers=1)
+        text = other.to_yaml()
+    finally:
+        other.close()
+    assert state.load_yaml(text, "loader.yaml"), state.upload_error
+    assert state.upload_error == "" and "loader.yaml" in state.notice
+    assert state.browser.tracks == ["ATAC_rep1", "H3K27ac_rep1"]
+    assert state.chromosomes == ["chrM"] and state.tracks_per_batch == 1
+    c = state.config
+    assert (c.batch_size, c.sequence_length, c.dtype, c.num_workers, c.tracks) == (3, 300, "float16", 1, 1)
+    assert state.to_yaml() == text
+    # a config without files keeps the current files
+    assert state.load_yaml("batch_size: 5\n", "small.yaml")
+    assert state.config.batch_size == 5 and state.config.sequence_length == 1000
+    assert state.browser.tracks == ["ATAC_rep1", "H3K27ac_rep1"]
+
+
+@pytest.mark.parametrize("text, expect", [
+    ("batch_size: [\n", "not valid YAML"),
+    ("batch_sze: 3\n", "did you mean 'batch_size'"),
+    ("batch_size: -1\n", "bad value for 'batch_size'"),
+    ("batch_size: true\n", "expected a number"),
+    ("- just\n- a list\n", "expected a mapping"),
+    ("format_version: 99\n", "format_version"),
+    ("bigwig_paths: [/etc/passwd]\n", "outside the data root"),
+    ("bigwig_paths: [../outside/secret.bw]\n", "outside the data root"),
+    ("bigwig_paths: [link_out/secret.bw]\n", "outside the data root"),
+    ("reference_genome: /etc/hostname\n", "outside the data root"),
+    ("regions: ../../x.bed\n", "outside the data root"),
+    ("sequence_length: 1001\nwindow_size: 10\n", "multiple of window_size"),
+])
+def test_invalid_yaml_upload_is_a_readable_message(state, text, expect):
+    before = state.to_yaml()
+    assert not state.load_yaml(text.encode(), "bad.yaml")
+    assert expect in state.upload_error
+    assert state.upload_error.startswith("bad.yaml")
+    assert "Traceback" not in state.upload_error
+    assert state.to_yaml() == before                          # nothing applied
+
+
+def test_cuda_upload_refused_without_a_gpu(state):
+    if "cuda" in state.config.param.backend.objects:
+        pytest.skip("a GPU is usable here")
+    assert not state.load_yaml("backend: cuda\n", "gpu.yaml")
+    assert "not usable on this machine" in state.upload_error
+
+
+# -- streaming ------------------------------------------------------------------------------------
+def test_step_produces_one_batch(state):
+    state.config.param.update(sequence_length=400, batch_size=4)
+    state.step()
+    assert state.stream.wait(60)
+    state.poll()
+    st = state.stream
+    assert st.error == "" and st.status == "paused"
+    b = st.batch
+    assert b.values.shape == (4, 400, 4) and b.sequences.shape == (4, 400, 4)
+    assert (st.epoch, st.index, st.batches) == (0, 1, 1)
+    assert set(b.timings) >= {"plan", "read+inflate", "decode", "search", "fill", "sequence", "queue_wait"}
+    assert st.samples_per_s > 0 and st.mb_per_s > 0
+    assert set(st.stage_ms) >= {"plan", "read+inflate", "fill"}
+    v = state.sample_view()
+    assert v["coordinates"].startswith(f"{b.chromosomes[0]}:") and len(v["curves"]) == 4
+    assert v["dna"]["kind"] == "strip"
+    state.sample = 3
+    assert state.sample_view()["index"] == 3
+    state.step()
+    assert state.stream.wait(60)
+    state.poll()
+    assert (st.index, st.batches, st.batch.index) == (2, 2, 1)
+    assert _threads("bwloader-worker") == []                  # each run closes its loader
+
+
+def test_start_streams_until_pause_and_closes_the_loader(state):
+    state.config.param.update(sequence_length=200, batch_size=4, num_workers=2)
+    state.stream.redraw_interval = 0.0
+    state.start()
+    assert _poll_until(state, lambda: state.stream.batches >= 5)
+    assert state.stream.status == "running"
+    assert state.stream.history
+    state.pause()
+    assert state.stream.wait(30)
+    state.poll()
+    assert state.stream.status == "paused"
+    n = state.stream.index
+    assert n >= 5 and _threads("bwloader-") == []
+    state.step()                                                # resumes where it stopped
+    assert state.stream.wait(60)
+    state.poll()
+    assert state.stream.batch.index == n
+
+
+def test_config_change_while_running_restarts_on_the_new_config(state):
+    state.config.param.update(sequence_length=200, batch_size=4)
+    state.stream.redraw_interval = 0.0
+    state.start()
+    assert _poll_until(state, lambda: state.stream.batches >= 2)
+    state.config.batch_size = 2                                 # invalidates: restart from batch 0
+    assert _poll_until(state, lambda: state.stream.batch is not None and state.stream.batch.batch_size == 2)
+    state.pause()
+    assert state.stream.wait(30)
+
+
+def test_bad_config_is_an_error_message(state):
+    state.config.param.update(sequence_length=1000, window_size=3)   # not a multiple
+    state.step()
+    assert state.stream.wait(30)
+    state.poll()
+    assert state.stream.status == "error"
+    assert "multiple of window_size" in state.stream.error and "Traceback" not in state.stream.error
+    state.config.window_size = 4
+    assert state.stream.error == "" and state.stream.status == "idle"
+
+
+def test_close_stops_every_thread(data_root):
+    s = DashboardState(data_root)
+    s.config.batch_size = 4
+    s.start()
+    assert _poll_until(s, lambda: s.stream.batches >= 1)
+    s.close()
+    assert _threads("bwloader-") == []
+    s.close()                                                   # twice is fine
+
+
+# -- sweep ----------------------------------------------------------------------------------------
+def test_sweep_measures_batch_sizes_times_workers_and_the_baseline(state):
+    pytest.importorskip("pyBigWig")
+    sw = state.sweep
+    sw.param.update(batch_sizes=[4, 8], worker_counts=[1, 2], batches_per_point=2, baseline_queries=8)
+    t0 = time.perf_counter()
+    state.run_sweep()
+    assert sw.running
+    assert _poll_until(state, lambda: not sw.running, timeout=60)
+    assert time.perf_counter() - t0 < 20
+    assert sw.progress == 100 and "done" in sw.message
+    ours = [r for r in sw.results if r["kind"] == "bwloader"]
+    assert sorted((r["batch_size"], r["workers"]) for r in ours) == [(4, 1), (4, 2), (8, 1), (8, 2)]
+    assert all(r["samples_per_s"] > 0 and r["mb_per_s"] > 0 for r in ours)
+    base = [r for r in sw.results if r["kind"] == "pyBigWig loop"]
+    assert len(base) == 1 and base[0]["samples_per_s"] > 0
+
+
+def test_pybigwig_baseline_matches_the_loader(state):
+    pytest.importorskip("pyBigWig")
+    from app.models import pybigwig_loop
+    state.config.param.update(sequence_length=300, window_size=3, batch_size=4, reference_genome=None)
+    with state.config.build() as ds:
+        qb = ds.generator.batch(0, 0)
+        batch = next(iter(ds))
+    ref, _ = pybigwig_loop(ds.collection.paths, qb.chromosomes, qb.target_starts, qb.target_ends, 3, "mean", 0.0)
+    np.testing.assert_allclose(batch.values, ref, rtol=1e-5, atol=1e-6)
+
+
+# -- drawing helpers ------------------------------------------------------------------------------
+def test_minmax_decimation_keeps_extremes_and_bounds_the_points():
+    rng = np.random.default_rng(0)
+    x = np.arange(150_000)
+    y = rng.normal(size=x.size).astype(np.float32)
+    y[77_777] = 50.0
+    y[123_456] = -60.0
+    y[1000:1100] = np.nan
+    xs, ys = minmax_decimate(x, y, 2000)
+    assert len(xs) == len(ys) == 2000
+    assert np.nanmax(ys) == 50.0 and np.nanmin(ys) == -60.0
+    assert np.all(np.diff(xs) >= 0)
+    xs2, ys2 = minmax_decimate(x[:500], y[:500], 2000)
+    np.testing.assert_array_equal(ys2, y[:500])
+
+
+def test_dna_view_letters_strip_and_reverse_complement():
+    codes = np.array([0, 1, 2, 3, 3, 0])                       # ACGTTA
+    oh = np.eye(4, dtype=np.float32)[codes]
+    oh = np.vstack([oh, np.zeros((1, 4), np.float32)])         # + N
+    assert dna_view(oh, 10, 17, rc=False)["letters"] == "ACGTTAN"
+    rc = oh[::-1, ::-1]                                         # what the loader hands out for a - sample
+    assert dna_view(rc, 10, 17, rc=True)["letters"] == "ACGTTAN"
+    long = np.eye(4, dtype=np.float32)[np.arange(10_000) % 4]
+    strip = dna_view(long, 0, 10_000, rc=False, max_cols=500)
+    assert strip["kind"] == "strip" and strip["strip"].shape == (4, 500)
+    np.testing.assert_allclose(strip["strip"].sum(axis=0), 1.0, rtol=1e-6)
+
+
+def test_sample_view_undoes_the_reverse_complement(state):
+    state.config.param.update(sequence_length=100, batch_size=16, reverse_complement=True, seed=3)
+    state.step()
+    assert state.stream.wait(60)
+    state.poll()
+    b = state.stream.batch
+    i = int(np.flatnonzero(b.reverse_complement)[0])
+    v = sample_view(b, i)
+    assert v["strand"] == "-"
+    name = b.track_names[0]
+    np.testing.assert_array_equal(v["curves"][name][1], b.values[i, ::-1, 0])
+    with state.config.build() as ds:                            # forward-strand truth from the collection
+        fwd = ds.collection.get_batch([b.chromosomes[i]], [b.starts[i]], [b.ends[i]])
+    np.testing.assert_array_equal(v["curves"][name][1], fwd[0, :, 0])
+
+
+# -- views build without a browser ---------------------------------------------------------------
+def test_views_build_and_render_to_bokeh(state):
+    pytest.importorskip("panel")
+    from app.views import Dashboard
+    d = Dashboard(state)
+    root = d.__panel__().get_root()
+    assert root is not None
+    state.config.batch_size = 2
+    state.step()
+    assert state.stream.wait(60)
+    state.poll()
+    assert len(d.batches.tracks_pane.objects) == 5              # 4 tracks + the DNA strip
+    assert "Sample" in d.batches.coords.object
+    d.close()

@@ -1,0 +1,256 @@
+"""The dashboard in a real browser: `panel serve app/dashboard.py` on demo data made in a temporary
+folder, driven by headless Chromium through Playwright (pytest-playwright's `browser` fixture).
+
+The tests run in file order on one page (a page load costs seconds): look, change a widget, step,
+stream, download and upload YAML, try a path outside the data root, sweep, and end the session.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("playwright")
+pytest.importorskip("panel")
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMS = {"chr1": 400_000, "chr2": 250_000, "chrM": 16_569}
+TIMEOUT_MS = 45_000
+
+
+def _chromium() -> str | None:
+    """/usr/bin/chromium, installed with apt when missing and we may (root, apt-get present)."""
+    if os.path.exists(CHROMIUM):
+        return CHROMIUM
+    if shutil.which("apt-get") and hasattr(os, "geteuid") and os.geteuid() == 0:
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        try:
+            subprocess.run(["apt-get", "update", "-qq"], env=env, timeout=300, capture_output=True)
+            subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], env=env, timeout=600, capture_output=True)
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return CHROMIUM if os.path.exists(CHROMIUM) else None
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    """pytest-playwright launches the system Chromium (`playwright install` cannot download here)."""
+    exe = _chromium()
+    if exe is None:
+        pytest.skip("Chromium is not installed and cannot be installed here (`make test` installs it)")
+    return {**browser_type_launch_args, "executable_path": exe, "args": LAUNCH_ARGS, "headless": True}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A real `panel serve app/dashboard.py` on a fresh demo collection; killed at the end."""
+    from bwloader_core.demo import write_demo_collection
+    base = tmp_path_factory.mktemp("dashboard")
+    root = base / "data"
+    write_demo_collection(root, n_tracks=4, chrom_sizes=CHROMS, seed=2)
+    port = _free_port()
+    log_path = base / "server.log"
+    log = open(log_path, "w")
+    env = dict(os.environ, BWLOADER_DATA=str(root), PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "panel", "serve", str(REPO / "app" / "dashboard.py"), "--port", str(port),
+           "--address", "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}",
+           "--check-unused-sessions", "500", "--unused-session-lifetime", "500"]
+    proc = subprocess.Popen(cmd, cwd=str(base), env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/dashboard"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"panel serve exited ({proc.returncode}):\n{log_path.read_text()}")
+            try:
+                with urllib.request.urlopen(url, timeout=30) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"panel serve did not answer:\n{log_path.read_text()}") from None
+                time.sleep(0.3)
+        yield dict(url=url, root=root, log=log_path, proc=proc)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1500, "height": 1300}, accept_downloads=True)
+    context.set_default_timeout(TIMEOUT_MS)
+    pg = context.new_page()
+    errors = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.goto(server["url"], timeout=90_000)
+    pg.get_by_role("button", name="Step").wait_for(timeout=90_000)
+    pg.js_errors = errors
+    yield pg
+    context.close()
+
+
+def _canvas_count(page) -> int:
+    return page.evaluate("""() => { let n = 0;
+        const walk = (r) => r.querySelectorAll('*').forEach(e => {
+            if (e.tagName === 'CANVAS') n++; if (e.shadowRoot) walk(e.shadowRoot); });
+        walk(document); return n; }""")
+
+
+def _status(page) -> str:
+    return page.get_by_text("batches received:").first.inner_text()
+
+
+def _wait_text(page, text, timeout=TIMEOUT_MS):
+    page.get_by_text(text).first.wait_for(timeout=timeout)
+
+
+# ------------------------------------------------------------------------------------------------
+def test_page_shows_the_collection(page, server):
+    _wait_text(page, str(server["root"].resolve()))
+    for track in ("H3K27ac_rep1", "H3K4me3_rep1", "CTCF_rep1", "ATAC_rep1"):
+        assert page.get_by_text(track).count() >= 1
+    _wait_text(page, "reference_genome:")                       # the YAML preview
+    assert page.get_by_role("textbox", name="Reference FASTA (empty: none)").input_value() == "genome.fa"
+    assert page.js_errors == []
+
+
+def test_changing_a_widget_changes_the_exported_config(page):
+    box = page.get_by_role("textbox", name="Batch size", exact=True)
+    box.fill("6")
+    box.press("Enter")
+    _wait_text(page, "batch_size: 6")
+    seq = page.get_by_role("textbox", name="Sequence length", exact=True)
+    seq.fill("600")
+    seq.press("Enter")
+    _wait_text(page, "sequence_length: 600")
+
+
+def test_step_shows_a_batch_with_plots(page):
+    before = _canvas_count(page)
+    page.get_by_role("button", name="Step").click()
+    _wait_text(page, "batches received: 1")
+    coords = page.get_by_text("Sample 0:").first
+    coords.wait_for()
+    text = coords.inner_text()
+    assert "chr" in text and "strand" in text and "600 bins" in text
+    deadline = time.monotonic() + 45
+    while _canvas_count(page) < before + 5 and time.monotonic() < deadline:     # 4 tracks + DNA + heat map
+        page.wait_for_timeout(300)
+    assert _canvas_count(page) >= before + 5
+    for track in ("H3K27ac_rep1", "ATAC_rep1"):
+        assert page.get_by_text(track).count() >= 2                # the widget list and a plot title
+
+
+def test_start_streams_and_pause_stops(page):
+    page.get_by_role("button", name="Start").click()
+    _wait_text(page, "running")
+    deadline = time.monotonic() + 45
+    n = 1
+    while time.monotonic() < deadline:
+        status = _status(page)
+        n = int(status.split("batches received:")[1].split("·")[0])
+        if n >= 4:
+            break
+        page.wait_for_timeout(300)
+    assert n >= 4, status
+    page.get_by_role("button", name="Pause").click()
+    _wait_text(page, "paused")
+    sps = page.locator(".bw-sps").first.inner_text()
+    assert "samples/s" in sps and float(sps.split()[-1].replace(",", "")) > 0
+    mbps = page.locator(".bw-mbps").first.inner_text()
+    assert float(mbps.split()[-1].replace(",", "")) > 0
+    frozen = _status(page)
+    page.wait_for_timeout(1500)
+    assert _status(page) == frozen                               # paused: nothing arrives
+
+
+def test_download_yaml_loads_in_training(page, tmp_path):
+    from bwloader_core import LoaderConfig
+    with page.expect_download() as info:
+        page.get_by_role("button", name="Download loader.yaml").click()
+    path = tmp_path / "loader.yaml"
+    info.value.save_as(path)
+    cfg = LoaderConfig.from_yaml(str(path))
+    assert (cfg.batch_size, cfg.sequence_length) == (6, 600)
+    assert len(cfg.bigwig_paths) == 4 and all(Path(p).exists() for p in cfg.bigwig_paths)
+    with cfg.build() as ds:
+        batch = next(iter(ds))
+    assert batch.values.shape == (6, 600, 4) and batch.sequences.shape == (6, 600, 4)
+    _wait_text(page, 'cfg = LoaderConfig.from_yaml("loader.yaml")')
+
+
+def test_upload_yaml_restores_and_invalid_yaml_is_an_alert(page):
+    upload = page.locator("input[type=file][accept='.yaml,.yml']")
+    upload.set_input_files(files=[dict(name="broken.yaml", mimeType="text/yaml", buffer=b"batch_sze: 3\n")])
+    alert = page.locator(".alert-danger", has_text="broken.yaml").first
+    alert.wait_for()
+    assert "did you mean 'batch_size'" in alert.inner_text()
+    assert "Traceback" not in page.content()
+    upload.set_input_files(files=[dict(name="small.yaml", mimeType="text/yaml",
+                                       buffer=b"batch_size: 3\nsequence_length: 300\n")])
+    _wait_text(page, "restored the dashboard from small.yaml")
+    assert page.get_by_role("textbox", name="Batch size", exact=True).input_value() == "3"
+    assert page.get_by_role("textbox", name="Sequence length", exact=True).input_value() == "300"
+    assert page.locator(".alert-danger", has_text="broken.yaml").count() == 0
+
+
+def test_folder_outside_the_data_root_is_refused(page):
+    folder = page.get_by_role("textbox", name="Folder of bigWig files (under the data root)")
+    for bad in ("../", "/etc"):
+        folder.fill(bad)
+        folder.press("Enter")
+        _wait_text(page, "outside the data root")
+    assert folder.input_value() == "."
+    page.get_by_role("button", name="Step").click()              # still works on the demo tracks
+    _wait_text(page, "300 bins")
+
+
+def test_sweep_plots_samples_per_second(page):
+    page.get_by_role("textbox", name="Batch sizes").fill("[4, 8]")
+    page.get_by_role("textbox", name="Batch sizes").press("Enter")
+    page.get_by_role("textbox", name="Worker counts").fill("[1, 2]")
+    page.get_by_role("textbox", name="Worker counts").press("Enter")
+    n = page.get_by_role("textbox", name="Batches per point")
+    n.fill("2")
+    n.press("Enter")
+    before = _canvas_count(page)
+    page.get_by_role("button", name="Run sweep").click()
+    _wait_text(page, "sweep done", timeout=60_000)
+    deadline = time.monotonic() + 30
+    while _canvas_count(page) <= before and time.monotonic() < deadline:
+        page.wait_for_timeout(300)
+    assert _canvas_count(page) > before
+    assert page.get_by_text("pyBigWig loop").count() >= 1 or "no baseline" in page.content()
+
+
+def test_closing_the_page_stops_the_session_loader(page, server):
+    page.get_by_role("button", name="Start").click()
+    _wait_text(page, "running")
+    page.context.close()
+    deadline = time.monotonic() + 30
+    while "loader stopped" not in server["log"].read_text() and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert "loader stopped" in server["log"].read_text()
+    assert server["proc"].poll() is None                         # the server itself keeps running
