@@ -57,6 +57,9 @@ class BigWigDataset:
             self._loader.close()
         if self._owns_collection:
             self.collection.close()
+            genome = self.loader_kwargs.get("genome")
+            if genome is not None and hasattr(genome, "close"):
+                genome.close()
 
     def __enter__(self):
         return self

@@ -338,7 +338,7 @@ def test_200_open_iterate_close_cycles_keep_fds_and_threads_flat(sdata, clean):
         ds = cfg.build()
         assert sum(b.batch_size for b in ds) == 4
         ds.close()
-        del ds   # (close() alone leaves the FASTA open: see the xfail test below)
+        del ds
         counts.append((fds(), threading.active_count()))
     bad = [(i, c) for i, c in enumerate(counts) if c[0] > base_fds or c[1] > base_threads]
     assert not bad, f"fds/threads above ({base_fds}, {base_threads}) after cycles: {bad[:5]}"
