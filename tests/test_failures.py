@@ -368,9 +368,6 @@ def test_dataset_close_frees_the_bigwig_fds(sdata, clean):
     assert fds() == before
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: BigWigDataset.close() (from LoaderConfig.build()) closes the "
-                                       "bigWigs but not the ReferenceGenome that build() opened: its FASTA fds "
-                                       "stay open until the dataset is garbage-collected")
 def test_dataset_close_frees_the_fasta_fds(sdata):
     gc.collect()
     before = fds()
