@@ -750,17 +750,28 @@ BIGWIG_MAGIC = 0x888FFC26
 KNOWN_BUGS = {
     "huge-uncompressBufSize": "a header uncompressBufSize up to 2^30 (accepted) sizes the inflate buffer "
                               "(blocks x uncompressBufSize): MemoryError instead of BigWigFormatError",
+    "small-uncompressBufSize": "since partial inflate (52e3889) a block may inflate to more than "
+                               "uncompressBufSize, its slot in the word buffer: IndexError in "
+                               "parse_section_headers instead of BigWigFormatError",
 }
 
 
-def known_bug(rec: dict, m: Mutant) -> str | None:
+def _ubs(data: bytes):
+    if len(data) < 56:
+        return None
+    le = struct.unpack_from("<I", data, 0)[0] == BIGWIG_MAGIC
+    return struct.unpack_from(("<" if le else ">") + "I", data, 52)[0]
+
+
+def known_bug(rec: dict, m: Mutant, seed: Seed | None = None) -> str | None:
     """The KNOWN_BUGS key a disallowed outcome belongs to (None: a new finding)."""
     out = rec["outcome"]
-    if out == "DISALLOWED:MemoryError" and len(m.data) >= 56:
-        le = struct.unpack_from("<I", m.data, 0)[0] == BIGWIG_MAGIC
-        ubs = struct.unpack_from(("<" if le else ">") + "I", m.data, 52)[0]
-        if ubs >= 1 << 20:
-            return "huge-uncompressBufSize"
+    ubs = _ubs(m.data)
+    if out == "DISALLOWED:MemoryError" and ubs is not None and ubs >= 1 << 20:
+        return "huge-uncompressBufSize"
+    if out in ("DISALLOWED:IndexError", "DISALLOWED:ValueError") and ubs is not None and seed is not None \
+            and 0 < ubs < seed.hdr["uncompress_buf_size"] and "parse_section_headers" in str(rec.get("tb", "")):
+        return "small-uncompressBufSize"
     return None
 
 
@@ -792,7 +803,7 @@ def save_reproducer(out_dir: Path, corpus: Path, seed: int, rec: dict, families=
             f"  c = BigWigCollection([{str(p)!r}])\n  # then the queries of make_queries(np.random.default_rng({qseed}), "
             f"c.chrom_sizes, zoom levels){fam}\n")
     p.with_suffix(".txt").write_text(note)
-    rec["known_bug"] = known_bug(rec, m)
+    rec["known_bug"] = known_bug(rec, m, s)
     return str(p)
 
 
