@@ -65,6 +65,18 @@ class CollectionView(Viewer):
                                             sizing_mode="stretch_width", height=260, name="file summary",
                                             css_classes=["bw-summary"])
         b.param.watch(lambda e: setattr(self.summary, "value", self._summary_frame()), "summaries")
+        b.param.watch(self._resync, "message")
+
+    def _resync(self, event):
+        """A refused path is put back in the model while the browser's own change is being
+        processed, and Panel does not echo that back: send the model's values on the next tick."""
+        if not event.new:
+            return
+
+        def push():
+            for w in (self.folder, self.fasta):
+                w.param.trigger("value")
+        pn.state.execute(push, schedule=True)
 
     def _rescan(self):
         self.state.browser.refresh()
