@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # CPU build of torch (pinned for the test environment only; the package itself accepts any torch>=2.2).
 TORCH_PIN := torch==2.13.0
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench clean chromium
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -17,13 +17,20 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
-test: $(STAMP)
+# The browser tests drive the system Chromium (Playwright cannot download its own here).
+chromium:
+	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium) \
+		|| echo "warning: could not install Chromium; the browser tests will skip"
+
+test: $(STAMP) chromium
 	$(PY) -m pytest -q
 
+DEMO_PORT ?= 5006
+# The dashboard on the demo collection (written once into demo_data/).
 demo: $(STAMP)
-	$(VENV)/bin/bwloader demo-data demo_data
-	$(VENV)/bin/bwloader info demo_data/*.bw
-	$(PY) benchmarks/bench_get_batch.py --data demo_data --quick
+	@test -f demo_data/demo_collection.json || $(VENV)/bin/bwloader demo-data demo_data
+	@echo "bwloader dashboard: http://localhost:$(DEMO_PORT)/dashboard   (Ctrl-C stops it)"
+	BWLOADER_DATA=$(CURDIR)/demo_data $(VENV)/bin/panel serve app/dashboard.py --port $(DEMO_PORT)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_get_batch.py
