@@ -193,9 +193,6 @@ def _first_leaf_range(s):
     return names[sc], 0, 4000   # the whole chromosome (the small seeds' are <= 4 kb)
 
 
-@pytest.mark.xfail(strict=True, reason="core bug (since partial inflate, 52e3889): a block may inflate to more "
-                                       "than uncompressBufSize, the size of its slot: IndexError in "
-                                       "parse_section_headers, not BigWigFormatError")
 @pytest.mark.parametrize("ubs", [1, 8])
 def test_uncompress_buf_size_smaller_than_the_blocks_is_a_format_error(seeds, tmp_path, ubs):
     s = seeds["small_pybigwig_bedgraph"]
@@ -209,9 +206,6 @@ def test_uncompress_buf_size_smaller_than_the_blocks_is_a_format_error(seeds, tm
     assert str(p) in str(ei.value)
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: uncompressBufSize up to 2^30 is accepted and sizes the "
-                                       "inflate buffer (blocks x uncompressBufSize): MemoryError, not "
-                                       "BigWigFormatError")
 def test_huge_uncompress_buf_size_is_a_format_error(seeds, tmp_path):
     s = seeds["fixture_deep_rtree"]
     b = bytearray(s.raw)

@@ -31,6 +31,7 @@ def inflate_one(f, data, offset):
 
 
 _ITEM_BYTES = {1: 12, 2: 8, 3: 4}
+SLOT_RATIO = 64     # slot bytes per compressed byte before a block counts as oversized
 
 
 def _zlib_ng():
@@ -53,12 +54,12 @@ def inflate_partial(zng, f, data, offset, need_key, block_start_key, block_end_k
     try:
         out = d.decompress(data, max(512, int(frac * ubs * 1.1) + 256))
         if len(out) < 24:
-            return _finish(d, out)
+            return _check_size(f, offset, _finish(d, out, ubs))
         bo = f.byteorder
         chrom, sstart, send, step, span_, typ, _res, count = struct.unpack_from(bo + "IIIIIBBH", out, 0)
         isz = _ITEM_BYTES.get(typ)
         if isz is None or chrom >= len(f.chrom_names):
-            return _finish(d, out)             # let the parser report the problem
+            return _check_size(f, offset, _finish(d, out, ubs))             # let the parser report the problem
         total = 24 + count * isz
         need_pos = need_key - int(f.chrom_offsets[chrom])
         if typ == 3:
@@ -68,7 +69,7 @@ def inflate_partial(zng, f, data, offset, need_key, block_start_key, block_end_k
         while True:
             have = (min(len(out), total) - 24) // isz
             if have >= count:
-                return _finish(d, out)
+                return _check_size(f, offset, _finish(d, out, ubs))
             if n_need is not None:
                 if have >= n_need:
                     break
@@ -82,8 +83,9 @@ def inflate_partial(zng, f, data, offset, need_key, block_start_key, block_end_k
                 want = max(24 + int(fpos * count * 1.15 + 32) * isz, len(out) * 2)
             more = d.decompress(d.unconsumed_tail, max(want - len(out), 64))
             if not more:
-                return _finish(d, out)
+                return _check_size(f, offset, _finish(d, out, ubs))
             out += more
+        _check_size(f, offset, out)
         keep = (len(out) - 24) // isz
         cut = bytearray(out[:24 + keep * isz])
         struct.pack_into(bo + "H", cut, 22, keep)
@@ -93,8 +95,16 @@ def inflate_partial(zng, f, data, offset, need_key, block_start_key, block_end_k
                                         "corrupt zlib stream") from None
 
 
-def _finish(d, out):
-    rest = d.decompress(d.unconsumed_tail) + d.flush()
+def _check_size(f, offset, out):
+    if len(out) > f.uncompress_buf_size:
+        raise BigWigFormatError(f.path, f"data block at offset {offset} inflates to more than uncompressBufSize "
+                                        f"({f.uncompress_buf_size} bytes)")
+    return out
+
+
+def _finish(d, out, limit):
+    """The rest of the stream, at most `limit` bytes in all (one more shows the block is too big)."""
+    rest = d.decompress(d.unconsumed_tail, max(limit + 1 - len(out), 1))
     return out + rest if rest else out
 
 
@@ -121,9 +131,12 @@ class BlockFetcher:
         inflated only up to the items that start before it (partial inflate, needs zlib-ng)."""
         n = len(file_of_block)
         fidx = file_of_block.tolist()
-        caps = np.fromiter(
-            (files[i].uncompress_buf_size if files[i].compressed else int(files[i].block_size[j])
-             for i, j in zip(fidx, local_of_block.tolist())), np.int64, n)
+        # A slot holds a block's inflated bytes. uncompressBufSize bounds them, but a forged header can
+        # make it huge: slots are also capped by a generous ratio of the compressed size, and the rare
+        # block that inflates past its slot is placed after the others.
+        comp = np.fromiter((int(files[i].block_size[j]) for i, j in zip(fidx, local_of_block.tolist())), np.int64, n)
+        ubs = np.fromiter((files[i].uncompress_buf_size if files[i].compressed else 0 for i in fidx), np.int64, n)
+        caps = np.where(ubs > 0, np.minimum(ubs, comp * SLOT_RATIO + 4096), comp)
         slot_words = (caps + 3) // 4
         starts = np.zeros(n, np.int64)
         if n:
@@ -133,16 +146,26 @@ class BlockFetcher:
             self._buf = np.empty(int(total * 1.25) + 1024, np.uint32)
         buf = self._buf
         nbytes = np.zeros(n, np.int64)
+        overflow: dict = {}
         n_chunks = self.n_threads if (self._pool is not None and n >= 2 * self.n_threads) else 1
         bounds = [n * i // n_chunks for i in range(n_chunks + 1)]
         zng = _zlib_ng() if (need_key is not None and self.partial and not self.cache) else None
-        args = [(a, b, files, fidx, local_of_block, offset_of_block, starts, buf, nbytes, self.cache, zng, need_key)
-                for a, b in zip(bounds[:-1], bounds[1:])]
+        args = [(a, b, files, fidx, local_of_block, offset_of_block, starts, slot_words, buf, nbytes, self.cache,
+                 zng, need_key, overflow) for a, b in zip(bounds[:-1], bounds[1:])]
         if n_chunks == 1:
             read = [_fetch_chunk(*args[0])]
         else:
             read = [f.result() for f in [self._pool.submit(_fetch_chunk, *x) for x in args]]
         self.bytes_read += sum(read)
+        if overflow:
+            extra = sum((len(out) + 3) // 4 for out, _ in overflow.values())
+            grown = np.empty(total + extra, np.uint32)
+            grown[:total] = buf[:total]
+            self._buf = buf = grown
+            for k, (out, byteorder) in sorted(overflow.items()):
+                starts[k] = total
+                _place(out, byteorder, total, buf, nbytes, k)
+                total += (len(out) + 3) // 4
         return Words(buf[:total], starts, nbytes)
 
     def close(self):
@@ -152,7 +175,7 @@ class BlockFetcher:
         self._buf = np.zeros(0, np.uint32)
 
 
-def _fetch_chunk(a, b, files, fidx, local, offsets, starts, buf, nbytes, cache, zng=None, need_key=None):
+def _fetch_chunk(a, b, files, fidx, local, offsets, starts, slot_words, buf, nbytes, cache, zng, need_key, overflow):
     read = 0
     i = a
     while i < b:  # one run of blocks of the same file
@@ -182,7 +205,11 @@ def _fetch_chunk(a, b, files, fidx, local, offsets, starts, buf, nbytes, cache, 
                     cache.put((fidx[k], int(local[k])), out)
                 blocks[k] = out
         for k in range(i, j):
-            _place(blocks[k], f.byteorder, int(starts[k]), buf, nbytes, k)
+            out = blocks[k]
+            if (len(out) + 3) // 4 > slot_words[k]:
+                overflow[k] = (out, f.byteorder)      # dict item assignment is atomic under the GIL
+            else:
+                _place(out, f.byteorder, int(starts[k]), buf, nbytes, k)
         i = j
     return read
 

@@ -6,9 +6,9 @@ import struct
 import numpy as np
 
 from ..errors import BigWigFormatError
+from .tree_walk import walk_tree
 
 CHROM_TREE_MAGIC = 0x78CA8C91
-MAX_DEPTH = 32
 
 
 def read_chrom_tree(source, offset: int, bo: str):
@@ -25,40 +25,10 @@ def read_chrom_tree(source, offset: int, bo: str):
         raise BigWigFormatError(path, f"chromosome tree claims {item_count} chromosomes, more than the file can hold")
     leaf_dt = np.dtype([("key", f"S{key_size}"), ("id", bo + "u4"), ("size", bo + "u4")])
     node_dt = np.dtype([("key", f"S{key_size}"), ("child", bo + "u8")])
-    names, ids, sizes = [], [], []
-    level = [offset + 32]
-    visited = 0
-    seen = set()
-    for _depth in range(MAX_DEPTH):
-        next_level = []
-        for node_off in level:
-            if node_off in seen:
-                raise BigWigFormatError(path, f"chromosome tree node at offset {node_off} is reached twice (a cycle)")
-            seen.add(node_off)
-            visited += 1
-            if visited > item_count + 2 * MAX_DEPTH + 1:
-                raise BigWigFormatError(path, "chromosome tree has more nodes than items (cycle?)")
-            is_leaf, _, count = struct.unpack(bo + "BBH", source.pread(node_off, 4, "chromosome tree node"))
-            if count > block_size:
-                raise BigWigFormatError(path, f"chromosome tree node at {node_off} has {count} items "
-                                              f"> blockSize {block_size}")
-            if is_leaf:
-                items = np.frombuffer(source.pread(node_off + 4, count * leaf_dt.itemsize,
-                                                   "chromosome tree leaf"), leaf_dt)
-                names.extend(k.rstrip(b"\0").decode("utf-8", "replace") for k in items["key"].tolist())
-                ids.append(items["id"].astype(np.int64))
-                sizes.append(items["size"].astype(np.int64))
-            else:
-                items = np.frombuffer(source.pread(node_off + 4, count * node_dt.itemsize,
-                                                   "chromosome tree node"), node_dt)
-                next_level.extend(items["child"].tolist())
-                if len(next_level) > item_count + 1:
-                    raise BigWigFormatError(path, "chromosome tree has more nodes than chromosomes (corrupt)")
-        if not next_level:
-            break
-        level = next_level
-    else:
-        raise BigWigFormatError(path, "chromosome tree deeper than 32 levels (corrupt)")
+    leaves = walk_tree(source, offset + 32, bo, block_size, item_count, leaf_dt, node_dt, "chromosome tree")
+    names = [k.rstrip(b"\0").decode("utf-8", "replace") for items in leaves for k in items["key"].tolist()]
+    ids = [items["id"].astype(np.int64) for items in leaves]
+    sizes = [items["size"].astype(np.int64) for items in leaves]
     ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
     sizes = np.concatenate(sizes) if sizes else np.zeros(0, np.int64)
     if len(names) != item_count:
