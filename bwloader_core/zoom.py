@@ -14,7 +14,7 @@ from .decode.cpu import inflate_one
 from .errors import BigWigFormatError
 from .format.rtree import read_rtree_leaves
 from .io import read_blocks
-from .kernels.fill_numpy import finalize_windows
+from .kernels.fill_numpy import finalize_windows, split_at_windows
 
 ZOOM_RECORD_WORDS = 8
 
@@ -91,11 +91,7 @@ def zoom_windows(bw_file, i, key_lo, key_hi, origin, length, window_size, reduce
     le = np.minimum(np.minimum(e[r], key_hi[pair]) - origin[pair], nw * w)
     keep = (le > ls) & (valid[r] > 0)
     pair, r, ls, le = pair[keep], r[keep], ls[keep], le[keep]
-    w0 = ls // w
-    k = (le - 1) // w - w0 + 1
-    piece = np.repeat(np.arange(len(ls)), k)
-    win = w0[piece] + np.arange(int(k.sum())) - np.repeat(np.cumsum(k) - k, k)
-    seg = np.minimum(le[piece], (win + 1) * w) - np.maximum(ls[piece], win * w)
+    piece, win, seg = split_at_windows(ls, le, w)
     rr = r[piece]
     frac = seg / (e[rr] - s[rr])
     flat = pair[piece] * nw + win

@@ -79,6 +79,16 @@ def window_reduce(values, window_size: int, reduce: str, skip_nan: bool, xp=np):
     return out
 
 
+def split_at_windows(ls, le, w, xp=np):
+    """Cut runs [ls, le) at multiples of w: (run index, window index, bases) of every piece."""
+    w0 = ls // w
+    k = (le - 1) // w - w0 + 1
+    run = xp.repeat(xp.arange(len(ls)), k)
+    win = w0[run] + xp.arange(int(k.sum())) - xp.repeat(xp.cumsum(k) - k, k)
+    seg = xp.minimum(le[run], (win + 1) * w) - xp.maximum(ls[run], win * w)
+    return run, win, seg
+
+
 def window_reduce_runs(pair, ls, le, value, n_pairs, length, window_size, reduce, default, xp=np):
     """The windowed reduction straight from runs, without a per-base array: each run is cut at
     window edges and the pieces are summed per (pair, window) with bincount. Runs must be
@@ -93,11 +103,7 @@ def window_reduce_runs(pair, ls, le, value, n_pairs, length, window_size, reduce
     if skip_nan:
         keep &= ~xp.isnan(value)
     pair, ls, le, value = pair[keep], ls[keep], le[keep], value[keep]
-    w0 = ls // w
-    k = (le - 1) // w - w0 + 1
-    run = xp.repeat(xp.arange(len(ls)), k)
-    win = w0[run] + xp.arange(int(k.sum())) - xp.repeat(xp.cumsum(k) - k, k)
-    seg = xp.minimum(le[run], (win + 1) * w) - xp.maximum(ls[run], win * w)
+    run, win, seg = split_at_windows(ls, le, w, xp)
     flat = pair[run] * nw + win
     size = n_pairs * nw
     covered = xp.bincount(flat, weights=seg, minlength=size)
