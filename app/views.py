@@ -23,6 +23,9 @@ ACCENT = "#2b6cb0"
 CURVE_HEIGHT = 60
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22"]
+# dimension names unique to each plot: Panel links the axes of panes that share a dimension name
+WORKERS = hv.Dimension("sweep_workers", label="workers")
+SWEEP_SPS = hv.Dimension("sweep_sps", label="samples/s")
 BASE_COLORS = {"A": "#2ca02c", "C": "#1f77b4", "G": "#ff7f0e", "T": "#d62728", "N": "#999999"}
 
 
@@ -190,7 +193,7 @@ class BatchView(Viewer):
         self._tick = hv.streams.Counter()
         self._tick_heat = hv.streams.Counter()
         self.tracks_pane = pn.Column(sizing_mode="stretch_width")
-        self.heat_pane = pn.pane.HoloViews(None, sizing_mode="stretch_width")
+        self.heat_pane = pn.pane.HoloViews(None, sizing_mode="stretch_width", linked_axes=False)
         self.dna_letters = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["bw-dna"])
         s.stream.param.watch(self._redraw, "batch")
         s.param.watch(self._redraw, ["sample"])
@@ -329,9 +332,11 @@ class ThroughputView(Viewer):
         s.stream.param.watch(self._numbers, ["samples_per_s", "mb_per_s", "batches"])
         self._tick_stats = hv.streams.Counter()
         self.stages = pn.pane.HoloViews(
-            hv.DynamicMap(self._stage_plot, streams=[self._tick_stats], cache_size=1), sizing_mode="stretch_width")
+            hv.DynamicMap(self._stage_plot, streams=[self._tick_stats], cache_size=1), sizing_mode="stretch_width",
+            linked_axes=False)
         self.history = pn.pane.HoloViews(
-            hv.DynamicMap(self._history_plot, streams=[self._tick_stats], cache_size=1), sizing_mode="stretch_width")
+            hv.DynamicMap(self._history_plot, streams=[self._tick_stats], cache_size=1), sizing_mode="stretch_width",
+            linked_axes=False)
         s.stream.param.watch(lambda *e: self._tick_stats.event(), ["stage_ms", "history"])
         sw = s.sweep
         self.sweep_button = pn.widgets.Button(name="Run sweep", button_type="primary", width=120)
@@ -341,7 +346,7 @@ class ThroughputView(Viewer):
         self.sweep_n = pn.widgets.IntInput.from_param(sw.param.batches_per_point, name="Batches per point", width=130)
         self.progress = pn.indicators.Progress(value=0, max=100, width=300, bar_color="primary", visible=False)
         self.sweep_msg = pn.pane.Markdown("", css_classes=["bw-sweep-msg"])
-        self.sweep_plot = pn.pane.HoloViews(None, sizing_mode="stretch_width")
+        self.sweep_plot = pn.pane.HoloViews(None, sizing_mode="stretch_width", linked_axes=False)
         sw.param.watch(self._sweep_update, ["progress", "running", "results", "message"])
 
     def _numbers(self, *events):
@@ -361,7 +366,8 @@ class ThroughputView(Viewer):
     def _history_plot(self, counter=0):
         h = self.state.stream.history
         data = h if h else [(0.0, 0.0)]
-        return hv.Curve(data, hv.Dimension("t", label="seconds since Start"), hv.Dimension("sps", label="samples/s")).opts(
+        return hv.Curve(data, hv.Dimension("stream_t", label="seconds since Start"),
+                        hv.Dimension("stream_sps", label="samples/s")).opts(
             responsive=True, height=230, color=ACCENT, tools=["hover"], title="samples/s while streaming",
             framewise=True)
 
@@ -383,15 +389,15 @@ class ThroughputView(Viewer):
         for k, bs in enumerate(sorted({r["batch_size"] for r in ours})):
             pts = sorted((r["workers"], r["samples_per_s"]) for r in ours if r["batch_size"] == bs)
             label = f"bwloader, batch {bs}"
-            overlay.append(hv.Curve(pts, hv.Dimension("workers"), hv.Dimension("sps", label="samples/s"),
+            overlay.append(hv.Curve(pts, WORKERS, SWEEP_SPS,
                                     label=label).opts(color=PALETTE[k % len(PALETTE)], line_width=2))
-            overlay.append(hv.Scatter(pts, "workers", "sps", label=label).opts(
+            overlay.append(hv.Scatter(pts, WORKERS, SWEEP_SPS, label=label).opts(
                 color=PALETTE[k % len(PALETTE)], size=8, tools=["hover"]))
         base = [r for r in results if r["kind"] != "bwloader"]
         if base:
             ws = sorted({r["workers"] for r in ours})
             y = base[0]["samples_per_s"]
-            overlay.append(hv.Curve([(ws[0], y), (ws[-1], y)], "workers", "sps",
+            overlay.append(hv.Curve([(ws[0], y), (ws[-1], y)], WORKERS, SWEEP_SPS,
                                     label=f"pyBigWig loop ({y:,.0f} samples/s)").opts(
                 color="black", line_dash="dashed", line_width=2))
         return hv.Overlay(overlay).opts(responsive=True, height=320, legend_position="top_left",
