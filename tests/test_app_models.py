@@ -19,6 +19,10 @@ from app.models import (DashboardState, PathOutsideRootError, confine, dna_view,
 from bwloader_core import LoaderConfig  # noqa: E402
 from bwloader_core.demo import write_demo_collection  # noqa: E402
 
+# Panel 1.9 deprecates Widget.name / button_type in favour of label / color (2.0); the app keeps the
+# spelling that Panel 1.4 (the lowest supported) understands.
+pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
+
 CHROMS = {"chr1": 300_000, "chr2": 200_000, "chrM": 16_569}
 TRACKS = ["H3K27ac_rep1", "H3K4me3_rep1", "CTCF_rep1", "ATAC_rep1"]
 
