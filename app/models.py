@@ -545,14 +545,16 @@ class StreamController(param.Parameterized):
                 if limit is not None:
                     n = min(n, limit - done)
                 source = (gen.batch(i, epoch) for i in range(index, index + n))
+                got = 0
                 with StreamedDataloader(source, ds.collection, **ds.loader_kwargs) as loader:
                     for batch in loader:
+                        got += 1
                         index += 1
                         self._deliver(batch, run_id, (epoch + 1, 0) if index >= len(gen) else (epoch, index))
                         done += 1
                         if self._stop.is_set() or (limit is not None and done >= limit):
                             break
-                if limit is not None and done >= limit:
+                if (limit is not None and done >= limit) or got == 0:    # never spin on an empty pass
                     break
         except BaseException as exc:  # noqa: BLE001 - shown in the page, never a traceback
             self._failed = error_text(exc)
