@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -115,10 +117,35 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def dashboard_script() -> Path | None:
+    """app/dashboard.py of the source checkout this package runs from (editable installs)."""
+    p = Path(__file__).resolve().parents[1] / "app" / "dashboard.py"
+    return p if p.is_file() else None
+
+
 def cmd_serve(args) -> int:
-    print("bwloader serve: the dashboard is not there yet. When it lands it will open with\n"
-          "`panel serve app/dashboard.py` (or `make demo`).", file=sys.stderr)
-    return 2
+    script = dashboard_script()
+    if script is None:
+        print("error: the dashboard (app/dashboard.py) comes with the source checkout; install bwloader from it "
+              "with `pip install -e '.[app]'` (or run `make demo` there)", file=sys.stderr)
+        return 2
+    try:
+        import panel  # noqa: F401
+    except ImportError:
+        print("error: the dashboard needs Panel: pip install 'bwloader[app]'", file=sys.stderr)
+        return 2
+    env = dict(os.environ)
+    if args.data:
+        env["BWLOADER_DATA"] = str(Path(args.data).resolve())
+    cmd = [sys.executable, "-m", "panel", "serve", str(script), "--address", args.address, "--port", str(args.port)]
+    if args.address not in ("127.0.0.1", "localhost", "::1"):
+        cmd += ["--allow-websocket-origin", "*"]
+        print(f"warning: serving on {args.address}: anyone who can reach this machine can open the dashboard",
+              file=sys.stderr)
+    if args.show:
+        cmd.append("--show")
+    print(f"bwloader dashboard: http://{args.address}:{args.port}/dashboard", flush=True)
+    return subprocess.call(cmd, env=env)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,7 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
     pb = sub.add_parser("bench", help="how to run the benchmark against pyBigWig and pybigtools")
     pb.set_defaults(func=cmd_bench)
 
-    ps = sub.add_parser("serve", help="the dashboard (not there yet)")
+    ps = sub.add_parser("serve", help="serve the dashboard (Panel) on localhost")
+    ps.add_argument("--data", metavar="DIR", help="data root with bigWig folders (default: BWLOADER_DATA or demo_data)")
+    ps.add_argument("--port", type=int, default=5006)
+    ps.add_argument("--address", default="127.0.0.1", help="address to bind (default: localhost only)")
+    ps.add_argument("--show", action="store_true", help="open a browser")
     ps.set_defaults(func=cmd_serve)
     return p
 

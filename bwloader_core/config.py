@@ -98,9 +98,7 @@ class LoaderConfig(param.Parameterized):
         """Read a YAML file (or YAML text) written by `to_yaml`."""
         source = "config"
         text = path_or_text
-        if isinstance(path_or_text, os.PathLike) or (isinstance(path_or_text, str) and "\n" not in path_or_text
-                                                    and not path_or_text.lstrip().startswith("{")
-                                                    and Path(path_or_text).suffix in (".yaml", ".yml")):
+        if isinstance(path_or_text, os.PathLike) or _looks_like_path(path_or_text):
             source = os.fspath(path_or_text)
             try:
                 text = Path(source).read_text()
@@ -175,6 +173,15 @@ class LoaderConfig(param.Parameterized):
                              window_size=self.window_size, reduce=self.reduce, default_value=self.default_value,
                              dtype=self.dtype, genome=genome, threads_per_worker=self.threads_per_worker,
                              owns_collection=True)
+
+
+def _looks_like_path(text) -> bool:
+    """One line naming a .yaml/.yml file (YAML text has a newline, a ': ' or starts with '{')."""
+    if not isinstance(text, str) or "\n" in text or text.lstrip().startswith("{"):
+        return False
+    if Path(text).is_file():
+        return True
+    return ": " not in text and Path(text).suffix in (".yaml", ".yml")
 
 
 def _regions(spec):
