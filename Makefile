@@ -30,10 +30,10 @@ DEMO_PORT ?= 5006
 demo: $(STAMP)
 	@test -f demo_data/demo_collection.json || $(VENV)/bin/bwloader demo-data demo_data
 	@echo "bwloader dashboard: http://localhost:$(DEMO_PORT)/dashboard   (Ctrl-C stops it)"
-	BWLOADER_DATA=$(CURDIR)/demo_data $(VENV)/bin/panel serve app/dashboard.py --port $(DEMO_PORT)
+	BWLOADER_DATA=$(CURDIR)/demo_data $(VENV)/bin/panel serve app/dashboard.py --address 127.0.0.1 --port $(DEMO_PORT)
 
 bench: $(STAMP)
-	$(PY) benchmarks/bench_get_batch.py
+	$(PY) benchmarks/scoreboard.py --out docs/scoreboard.md --plot docs/scoreboard.png
 
 clean:
 	rm -rf $(VENV) demo_data benchmarks/out
