@@ -107,6 +107,13 @@ def soak(args) -> dict:
     if tmp is not None:
         tmp.cleanup()
 
+    result = summarize(rows, args, fds_before, n_final, elapsed, epoch, csv_path)
+    if args.png:
+        result["png"] = plot(rows, Path(args.png), result)
+    return result
+
+
+def summarize(rows, args, fds_before, n_final, elapsed, epoch, csv_path) -> dict:
     samples = rows[1:-1] or rows           # exclude the pre-start and post-close samples
     warm = max(1, int(len(samples) * args.warmup))
     rss_warm = samples[min(warm, len(samples) - 1)]["rss_kib"]
@@ -125,6 +132,18 @@ def soak(args) -> dict:
         threads_during_max=max(r["threads"] for r in samples), threads_after_close=rows[-1]["threads"],
         warmup_fraction=args.warmup, csv=str(csv_path),
     )
+    return result
+
+
+def from_csv(args) -> dict:
+    """Summary and plot of an existing CSV (e.g. of a run that was stopped early)."""
+    with open(args.from_csv) as fh:
+        rows = [{k: (float(v) if k in ("seconds", "batches_per_s") else int(v)) for k, v in r.items()}
+                for r in csv.DictReader(fh)]
+    last = rows[-1]
+    result = summarize(rows + [last], args, rows[0]["fds"], last["batches"], last["seconds"], last["epoch"],
+                       args.from_csv)
+    result["stopped_early"] = True
     if args.png:
         result["png"] = plot(rows, Path(args.png), result)
     return result
@@ -182,8 +201,9 @@ def main(argv=None):
     ap.add_argument("--print-every", type=int, default=20, help="print every N samples")
     ap.add_argument("--json", default=None, help="also write the result here")
     ap.add_argument("-q", dest="verbose", action="store_false")
+    ap.add_argument("--from-csv", default=None, help="only summarise and plot this CSV")
     args = ap.parse_args(argv)
-    result = soak(args)
+    result = from_csv(args) if args.from_csv else soak(args)
     text = json.dumps(result, indent=1)
     print(text)
     if args.json:
