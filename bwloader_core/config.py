@@ -138,6 +138,18 @@ class LoaderConfig(param.Parameterized):
         return self
 
     # -- building ---------------------------------------------------------------------------------
+    def _check_batch_memory(self, coll):
+        """Refuse at build time a batch (values and sequences) that cannot fit in memory."""
+        from .collection import _check_memory
+        from .dtypes import resolve_dtype
+        item = resolve_dtype(self.dtype).itemsize
+        target = self.center_bin_to_predict or self.sequence_length
+        seq_cols = 4 if self.reference_genome else 0
+        # the sequences are counted as extra "tracks" of the same length
+        _check_memory(self.batch_size, target, _batch_tracks(self.tracks, coll.n_tracks), self.window_size, item)
+        if seq_cols:
+            _check_memory(self.batch_size, self.sequence_length, seq_cols, 1, item)
+
     def build(self, rank: int | None = None, world_size: int | None = None):
         """Open the files and return a BigWigDataset (iterate it once per epoch; `set_epoch(n)`)."""
         from .backend import resolve_backend
@@ -159,6 +171,7 @@ class LoaderConfig(param.Parameterized):
                 from .sequence import ReferenceGenome
                 genome = ReferenceGenome(self.reference_genome, one_hot_unknown=self.one_hot_unknown)
                 genome.check_chromosomes(list(coll.chrom_sizes))
+            self._check_batch_memory(coll)
             gen = QueryBatchGenerator(
                 coll.chrom_sizes, coll.track_names, regions=_regions(self.regions), exclude=_regions(self.exclude),
                 sequence_length=self.sequence_length, center_bin_to_predict=self.center_bin_to_predict,
@@ -166,13 +179,25 @@ class LoaderConfig(param.Parameterized):
                 jitter=self.jitter, reverse_complement=self.reverse_complement, tracks=self.tracks, seed=self.seed,
                 rank=rank, world_size=world_size, max_unknown_fraction=self.max_unknown_fraction,
                 genome=genome if self.max_unknown_fraction is not None else None)
+            if genome is not None:   # every chromosome that can be sampled must be in the FASTA
+                sampled = list(dict.fromkeys(gen.regions.chroms.tolist())) if gen.regions is not None \
+                    else list(coll.chrom_sizes)
+                genome.check_chromosomes(list(coll.chrom_sizes), query_chroms=sampled)
         except BaseException:
             coll.close()
+            if genome is not None:
+                genome.close()
             raise
         return BigWigDataset(coll, gen, num_workers=self.num_workers, queue_size=self.queue_size,
                              window_size=self.window_size, reduce=self.reduce, default_value=self.default_value,
                              dtype=self.dtype, genome=genome, threads_per_worker=self.threads_per_worker,
                              owns_collection=True)
+
+
+def _batch_tracks(tracks, n_tracks: int) -> int:
+    if isinstance(tracks, int) and not isinstance(tracks, bool):
+        return min(tracks, n_tracks)
+    return len(tracks) if isinstance(tracks, list) else n_tracks
 
 
 def _looks_like_path(text) -> bool:
