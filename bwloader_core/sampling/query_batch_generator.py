@@ -21,7 +21,6 @@ from ..sequence import unknown_fraction as _seq_unknown_fraction
 from .regions import Regions, load_regions, subtract
 from .samplers import (
     ArrayPositions,
-    PositionSource,
     RegionSampler,
     StreamPositions,
     TrackSampler,
