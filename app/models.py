@@ -58,6 +58,10 @@ class PathOutsideRootError(ValueError):
     """A path that resolves (through '..' or symlinks) outside the data root."""
 
 
+
+MAX_YAML_BYTES = 1 << 20    # uploads are parsed in the server: keep them small
+MAX_BED_BYTES = 64 << 20
+
 def default_data_root() -> Path:
     """`BWLOADER_DATA`, else the demo collection folder of the checkout (`demo_data/`)."""
     env = os.environ.get("BWLOADER_DATA")
@@ -878,6 +882,9 @@ class DashboardState(param.Parameterized):
         from bwloader_core.sampling import load_regions
         self.bed_error = ""
         tmp = None
+        if len(data or b"") > MAX_BED_BYTES:
+            self.bed_error = f"{name}: {len(data):,} bytes is larger than the {MAX_BED_BYTES:,} bytes a BED upload may be"
+            return False
         try:
             text = data.decode("utf-8") if isinstance(data, bytes) else str(data)
             with tempfile.NamedTemporaryFile("w", suffix=".bed", delete=False) as fh:
@@ -933,6 +940,9 @@ class DashboardState(param.Parameterized):
         """Restore the dashboard from a YAML config; on any problem set `upload_error` (readable)
         and change nothing."""
         self.upload_error = ""
+        if len(text or "") > MAX_YAML_BYTES:
+            self.upload_error = f"{name}: {len(text):,} bytes is larger than the {MAX_YAML_BYTES:,} bytes a config may be"
+            return False
         try:
             if isinstance(text, bytes):
                 text = text.decode("utf-8")

@@ -397,3 +397,13 @@ def test_views_build_and_render_to_bokeh(state):
     assert len(d.batches.tracks_pane.objects) == 5              # 4 tracks + the DNA strip
     assert "Sample" in d.batches.coords.object
     d.close()
+
+
+def test_uploads_are_size_limited(state):
+    from app.models import MAX_BED_BYTES, MAX_YAML_BYTES
+    before = state.config.to_yaml()
+    assert not state.load_yaml(b"a: 1\n" * (MAX_YAML_BYTES // 5 + 1), "big.yaml")
+    assert "larger than" in state.upload_error and "big.yaml" in state.upload_error
+    assert state.config.to_yaml() == before
+    assert not state.load_bed(b"chr1\t0\t10\n" * (MAX_BED_BYTES // 10 + 1), "big.bed")
+    assert "larger than" in state.bed_error

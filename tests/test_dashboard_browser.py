@@ -281,3 +281,35 @@ def test_closing_the_page_stops_the_session_loader(page, server):
         time.sleep(0.3)
     assert "loader stopped" in server["log"].read_text()
     assert server["proc"].poll() is None                         # the server itself keeps running
+
+
+def test_two_sessions_have_their_own_loaders(browser, server):
+    """Closing one browser session stops its loader only; the other session keeps streaming."""
+    pages = []
+    for _ in range(2):
+        ctx = browser.new_context(viewport={"width": 1500, "height": 1300})
+        ctx.set_default_timeout(TIMEOUT_MS)
+        pg = ctx.new_page()
+        pg.goto(server["url"], timeout=90_000)
+        pg.get_by_role("button", name="Step").wait_for(timeout=90_000)
+        pages.append(pg)
+    for pg in pages:
+        pg.get_by_role("button", name="Start").click()
+        _wait_text(pg, "running")
+    stopped_before = server["log"].read_text().count("loader stopped")
+    pages[0].context.close()
+    deadline = time.monotonic() + 30
+    while server["log"].read_text().count("loader stopped") <= stopped_before and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert server["log"].read_text().count("loader stopped") == stopped_before + 1
+
+    def received(pg):
+        status = _status(pg)
+        return int(status.split("batches received:")[1].split("·")[0]) if "batches received:" in status else 0
+
+    first = received(pages[1])
+    deadline = time.monotonic() + 45
+    while received(pages[1]) <= first and time.monotonic() < deadline:
+        pages[1].wait_for_timeout(300)
+    assert received(pages[1]) > first and "running" in _status(pages[1])
+    pages[1].context.close()
