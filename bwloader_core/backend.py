@@ -10,15 +10,6 @@ def get_array_module(backend: str = "cpu"):
     raise ValueError(f"backend {backend!r} is not available (this build supports 'cpu')")
 
 
-def array_module_of(arr):
-    """The module an array belongs to (numpy for anything that is not a CuPy array)."""
-    mod = type(arr).__module__
-    if mod.startswith("cupy"):
-        import cupy
-        return cupy
-    return np
-
-
 def resolve_backend(backend: str) -> str:
     """'cpu', 'cuda' or 'auto' -> the backend to use; 'cuda' without CuPy or a GPU fails clearly."""
     if backend not in ("cpu", "cuda", "auto"):
