@@ -11,8 +11,8 @@ from ``BatchProcessor.plan`` and, per block, the largest key any (query, track) 
   query needs) for blocks not needed to their end, libdeflate for the others.
 
 Both are split into the same contiguous chunks over the same thread count as ``BlockFetcher.fetch``.
-Each batch is also read by ``get_batch`` right before (timed too), so the loader and its limit are
-compared under the same machine conditions. Used by ``benchmarks/scoreboard.py``; also runs alone:
+The same batches are also read by ``get_batch`` (timed too), alternating in chunks of 8 batches
+with the inflate-only runs, so the loader and its limit are compared under the same conditions. Used by ``benchmarks/scoreboard.py``; also runs alone:
 
     python benchmarks/inflate_limit.py --tracks 3 --length 1000 --batch 256 --batches 20
 """
@@ -111,12 +111,13 @@ class InflateTimer:
             self._pool.shutdown()
 
 
-def inflate_limit(paths, batches, window_size=1, n_threads=None, repeats=1, loader=True, warmup=None):
+def inflate_limit(paths, batches, window_size=1, n_threads=None, repeats=1, loader=True, warmup=None, chunk=8):
     """Sum over `batches` ((chroms, starts, ends) each) of the inflate times (best of `repeats`).
 
-    With `loader`, each batch is first read by ``BigWigCollection.get_batch`` (``cache_bytes=0``,
-    `n_threads` inflate threads) and timed, right before its inflate limit: both see the same
-    machine conditions. `warmup`: a batch run through both first, untimed."""
+    With `loader`, the batches are also read by ``BigWigCollection.get_batch`` (``cache_bytes=0``,
+    `n_threads` inflate threads) and timed: `chunk` batches through get_batch, then the same
+    batches' inflate limits, and so on, so that both see the same machine conditions while each
+    runs in its own steady state. `warmup`: a batch run through both first, untimed."""
     from bwloader_core import BigWigCollection
     from bwloader_core.batch_processor import BatchProcessor
 
@@ -135,25 +136,28 @@ def inflate_limit(paths, batches, window_size=1, n_threads=None, repeats=1, load
             base = dict(coll.timings)
         else:
             base = {}
-        for chroms, starts, ends in batches:
+        for c0 in range(0, len(batches), chunk):
+            part = batches[c0:c0 + chunk]
             if loader:
-                t0 = time.perf_counter()
-                coll.get_batch(chroms, starts, ends, window_size=window_size)
-                res["loader_s"].append(time.perf_counter() - t0)
-            tasks, nblk, nbytes = batch_blocks(coll, proc, chroms, starts, ends, window_size)
-            best_f = best_p = float("inf")
-            for _ in range(repeats):
-                tf, tp, bf, bp = timer.time_batch(tasks)
-                best_f, best_p = min(best_f, tf), min(best_p, tp)
-            res["full_s"] += best_f
-            res["partial_s"] += best_p
-            res["full_per_batch_s"].append(best_f)
-            res["partial_per_batch_s"].append(best_p)
-            res["blocks"] += nblk
-            res["compressed_bytes"] += nbytes
-            res["inflated_bytes_full"] += bf
-            res["inflated_bytes_partial"] += bp
-            res["batches"] += 1
+                for chroms, starts, ends in part:
+                    t0 = time.perf_counter()
+                    coll.get_batch(chroms, starts, ends, window_size=window_size)
+                    res["loader_s"].append(time.perf_counter() - t0)
+            for chroms, starts, ends in part:
+                tasks, nblk, nbytes = batch_blocks(coll, proc, chroms, starts, ends, window_size)
+                best_f = best_p = float("inf")
+                for _ in range(repeats):
+                    tf, tp, bf, bp = timer.time_batch(tasks)
+                    best_f, best_p = min(best_f, tf), min(best_p, tp)
+                res["full_s"] += best_f
+                res["partial_s"] += best_p
+                res["full_per_batch_s"].append(best_f)
+                res["partial_per_batch_s"].append(best_p)
+                res["blocks"] += nblk
+                res["compressed_bytes"] += nbytes
+                res["inflated_bytes_full"] += bf
+                res["inflated_bytes_partial"] += bp
+                res["batches"] += 1
         res["stages"] = {k: v - base.get(k, 0.0) for k, v in coll.timings.items()}
     finally:
         timer.close()
