@@ -76,12 +76,12 @@ class BigWigCollection:
             else:
                 for p in self.paths:
                     self.files.append(BigWigFile(p))
+            self._scaling = self._parse_scaling(scaling)
+            self._build_index()
         except BaseException:
             self.close()
             raise
-        self._scaling = self._parse_scaling(scaling)
         self.scaling = None if self._scaling is None else self._scaling.tolist()
-        self._build_index()
         self._processor = None
         self._lock = threading.Lock()
         self._closed = False
