@@ -35,7 +35,7 @@ class LoaderConfig(param.Parameterized):
     num_workers = param.Integer(default=2, bounds=(1, 256), doc="worker threads, each with its own BatchProcessor")
     queue_size = param.Integer(default=4, bounds=(1, 1024), doc="bounded queue length (prefetch depth)")
     cache_bytes = param.Integer(default=0, bounds=(0, None), doc="bytes of inflated blocks kept across batches and epochs (0: no cache)")
-    threads_per_worker = param.Integer(default=None, allow_None=True, bounds=(1, 256), doc="inflate threads per worker (default: CPUs / workers + 1)")
+    threads_per_worker = param.Integer(default=None, allow_None=True, bounds=(1, 256), doc="inflate threads per worker (default: CPUs / workers)")
     backend = param.Selector(default="cpu", objects=["cpu", "cuda", "auto"], doc="array backend")
     dtype = param.Selector(default="float32", objects=["float32", "float16", "bfloat16"], doc="output dtype of values and sequences")
     default_value = param.Number(default=0.0, doc="value where a track has no data (.nan allowed)")

@@ -130,7 +130,7 @@ class StreamedDataloader:
     """Streams Batches for the QueryBatches of `query_source`, in query order.
 
     `num_workers` WorkerContext threads each own a BatchProcessor with `threads_per_worker`
-    inflate threads (default: the CPU count shared out among workers, plus one). At most `queue_size`
+    inflate threads (default: the CPU count shared out among workers). At most `queue_size`
     query batches wait for a worker and at most `queue_size` finished batches wait for the
     consumer. Iterate once; use `with` (or `close()`) to stop early and join every thread.
     """
@@ -152,8 +152,8 @@ class StreamedDataloader:
         if reduce not in REDUCTIONS:
             raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
         resolve_dtype(dtype)
-        if threads_per_worker is None:   # the cores shared out, plus one (see BatchProcessor)
-            threads_per_worker = max(1, (os.cpu_count() or 1) // self.num_workers) + 1
+        if threads_per_worker is None:
+            threads_per_worker = max(1, (os.cpu_count() or 1) // self.num_workers)
         self._stop = threading.Event()
         self._in_q: queue.Queue = queue.Queue(int(queue_size))
         self._out_q: queue.Queue = queue.Queue(int(queue_size))
