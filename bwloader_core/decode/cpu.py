@@ -108,11 +108,6 @@ def _finish(d, out, limit):
     return out + rest if rest else out
 
 
-def inflate_blocks(raw, files, offsets) -> list:
-    """Inflate blocks one by one (`files`: the BigWigFile of each block). Used off the hot path."""
-    return [inflate_one(f, r, o) for r, f, o in zip(raw, files, offsets)]
-
-
 class BlockFetcher:
     """Reads and inflates a batch's blocks into a reusable buffer, using a thread pool."""
 

@@ -1,6 +1,6 @@
 """Parse decoded data blocks into sections and records, vectorised over all blocks of a batch.
 
-Every block is padded to 4 bytes and laid into one uint32 word buffer (big-endian blocks are
+`decode.cpu.BlockFetcher` lays every block, padded to 4 bytes, into one uint32 word buffer (big-endian blocks are
 byte-swapped word by word). All section fields and items are 4-byte words, so parsing is
 gathering words. Written against the array module `xp` (NumPy or CuPy).
 """
@@ -45,28 +45,6 @@ class Records:
     start: np.ndarray      # int64
     end: np.ndarray        # int64
     value: np.ndarray      # float32
-
-
-def concat_blocks(blocks, swap, xp=np) -> Words:
-    """Lay decoded blocks into one word buffer. `swap`: bool per block (big-endian file)."""
-    lens = np.fromiter((len(b) for b in blocks), np.int64, len(blocks))
-    padded = (lens + 3) // 4 * 4
-    parts = []
-    for b, n, p in zip(blocks, lens.tolist(), padded.tolist()):
-        parts.append(b)
-        if p != n:
-            parts.append(b"\0" * (p - n))
-    buf = b"".join(parts)
-    words = np.frombuffer(buf, "<u4")
-    starts = np.concatenate([[0], np.cumsum(padded // 4)[:-1]]).astype(np.int64)
-    swap = np.asarray(swap, bool)
-    if swap.any():
-        words = words.copy()
-        mask = np.repeat(swap, padded // 4)
-        words[mask] = words[mask].byteswap()
-    if xp is not np:
-        words = xp.asarray(words)
-    return Words(words, starts, lens)
 
 
 def parse_section_headers(w: Words, swap, where, xp=np) -> Sections:

@@ -98,19 +98,18 @@ class BigWigFile:
 
     def section_type_counts(self, max_blocks: int | None = None) -> dict[str, int]:
         """Decode (up to `max_blocks` evenly spread) blocks and count sections by type."""
-        from ..decode.cpu import inflate_blocks
-        from ..decode.sections import concat_blocks, parse_section_headers
+        from ..decode.cpu import BlockFetcher
+        from ..decode.sections import parse_section_headers
         n = self.n_blocks
         idx = np.arange(n) if max_blocks is None or n <= max_blocks else \
             np.unique(np.linspace(0, n - 1, max_blocks).astype(np.int64))
         counts = {v: 0 for v in SECTION_TYPES.values()}
+        fetcher = BlockFetcher(1)
         for chunk in np.array_split(idx, max(1, len(idx) // 4096)):
-            raw = self.read_blocks(chunk)
             offs = self.block_offset[chunk]
-            blocks = inflate_blocks(raw, [self] * len(chunk), offs.tolist())
+            words = fetcher.fetch([self], np.zeros(len(chunk), np.int64), chunk, offs)
             swap = np.full(len(chunk), self.byteorder == ">")
-            secs = parse_section_headers(concat_blocks(blocks, swap), swap,
-                                         lambda b, offs=offs: (self.path, int(offs[b])))
+            secs = parse_section_headers(words, swap, lambda b, offs=offs: (self.path, int(offs[b])))
             for t, c in zip(*np.unique(secs.type, return_counts=True)):
                 counts[SECTION_TYPES[int(t)]] += int(c)
         return {k: v for k, v in counts.items() if v}
