@@ -30,19 +30,15 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from bench_common import cpu_model, load_module  # noqa: E402
+
 QUERY_LENGTH = 1000
 
 
 def load_datasets_module():
     """benchmarks/datasets.py, imported by path (the name `datasets` clashes with Hugging Face's)."""
-    name = "bwloader_bench_datasets"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, HERE / "datasets.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_module("datasets", "datasets.py")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -195,15 +191,7 @@ def _importable(name):
 
 
 def machine_description():
-    model = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        model = platform.processor() or model
+    model = cpu_model()
     return f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()}), {model}"
 
 

@@ -22,7 +22,6 @@ one warm-up epoch of each. The bar: the stream delivers at least 80% of bare get
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import platform
 import statistics
@@ -33,18 +32,14 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from bench_common import load_module  # noqa: E402
+
 BAR = 0.80
 
 
 def load_datasets_module():
-    name = "bwloader_bench_datasets"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, HERE / "datasets.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_module("datasets", "datasets.py")
 
 
 def write_random_fasta(path: Path, chrom_sizes: dict, seed: int = 0, width: int = 60) -> Path:

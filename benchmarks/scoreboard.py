@@ -35,7 +35,6 @@ fixed set of regions with and without the decoded-block cache.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -47,6 +46,8 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from bench_common import cpu_model, load_module  # noqa: E402
 ROOT = HERE.parent
 WORK = HERE / "out" / "scoreboard"
 PY = sys.executable
@@ -66,17 +67,6 @@ RSS_TARGET_MB = 1024
 # ==================================================================================================
 # helpers shared by parent and workers
 # ==================================================================================================
-def load_module(name, filename):
-    key = f"bwloader_bench_{name}"
-    if key in sys.modules:
-        return sys.modules[key]
-    spec = importlib.util.spec_from_file_location(key, HERE / filename)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[key] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def datasets():
     return load_module("datasets", "datasets.py")
 
@@ -538,15 +528,7 @@ def symlinks(paths, n=1000, root=None):
 
 
 def machine():
-    model = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        model = platform.processor() or model
+    model = cpu_model()
     nproc = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     mem = ""
     try:
