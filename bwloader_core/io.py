@@ -74,6 +74,10 @@ class LocalSource:
                 "(file truncated while open?)")
         return data
 
+    @property
+    def fd(self):
+        return self._fd
+
     def close(self):
         if self._fd is not None:
             os.close(self._fd)

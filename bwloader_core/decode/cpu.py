@@ -109,29 +109,36 @@ def _finish(d, out, limit):
 
 
 class BlockFetcher:
-    """Reads and inflates a batch's blocks into a reusable buffer, using a thread pool."""
+    """Reads and inflates a batch's blocks into a reusable buffer, using a thread pool.
+
+    Local files go through the compiled path (`decode.native`: pread + inflate per thread, GIL
+    released) when it is available and no cache is set; URLs, cached reads and the blocks the
+    compiled path hands back go through Python (`_fetch_blocks`)."""
 
     def __init__(self, n_threads: int, cache=None):
         self.n_threads = max(1, int(n_threads))
         self.cache = cache
         self.partial = os.environ.get("BWLOADER_PARTIAL_INFLATE", "1") != "0"
+        self.native = os.environ.get("BWLOADER_NATIVE_FETCH", "1") != "0"
         self._pool = ThreadPoolExecutor(self.n_threads, thread_name_prefix="bwloader-inflate") \
             if self.n_threads > 1 else None
         self._buf = np.zeros(0, np.uint32)
         self.bytes_read = 0
+        self.blocks_native = 0      # blocks finished by the compiled path
+        self.blocks_python = 0      # blocks read and inflated in Python
 
     def fetch(self, files, file_of_block, local_of_block, offset_of_block, need_key=None) -> Words:
         """`files`: list of BigWigFile; per block: its file index, its index in that file, its offset,
         and optionally the largest position (file key) any query needs from it: blocks are then
-        inflated only up to the items that start before it (partial inflate, needs zlib-ng)."""
+        inflated only up to the items that start before it (partial inflate)."""
         n = len(file_of_block)
-        fidx = file_of_block.tolist()
+        fidx = np.asarray(file_of_block, np.int64)
+        local = np.asarray(local_of_block, np.int64)
+        p = _describe(files, fidx, local, need_key, self.partial)
         # A slot holds a block's inflated bytes. uncompressBufSize bounds them, but a forged header can
         # make it huge: slots are also capped by a generous ratio of the compressed size, and the rare
         # block that inflates past its slot is placed after the others.
-        comp = np.fromiter((int(files[i].block_size[j]) for i, j in zip(fidx, local_of_block.tolist())), np.int64, n)
-        ubs = np.fromiter((files[i].uncompress_buf_size if files[i].compressed else 0 for i in fidx), np.int64, n)
-        caps = np.where(ubs > 0, np.minimum(ubs, comp * SLOT_RATIO + 4096), comp)
+        caps = np.where(p["compressed"], np.minimum(p["ubs"], p["csize"] * SLOT_RATIO + 4096), p["csize"])
         slot_words = (caps + 3) // 4
         starts = np.zeros(n, np.int64)
         if n:
@@ -142,16 +149,23 @@ class BlockFetcher:
         buf = self._buf
         nbytes = np.zeros(n, np.int64)
         overflow: dict = {}
-        n_chunks = self.n_threads if (self._pool is not None and n >= 2 * self.n_threads) else 1
-        bounds = [n * i // n_chunks for i in range(n_chunks + 1)]
-        zng = _zlib_ng() if (need_key is not None and self.partial and not self.cache) else None
-        args = [(a, b, files, fidx, local_of_block, offset_of_block, starts, slot_words, buf, nbytes, self.cache,
-                 zng, need_key, overflow) for a, b in zip(bounds[:-1], bounds[1:])]
-        if n_chunks == 1:
-            read = [_fetch_chunk(*args[0])]
-        else:
-            read = [f.result() for f in [self._pool.submit(_fetch_chunk, *x) for x in args]]
-        self.bytes_read += sum(read)
+        todo = np.arange(n)
+        if n and self.native and not self.cache and p["local"] and _native_available():
+            todo = self._fetch_native(p, caps, starts, buf, nbytes)
+        self.blocks_native += n - len(todo)
+        self.blocks_python += len(todo)
+        if len(todo):
+            zng = _zlib_ng() if (need_key is not None and self.partial and not self.cache) else None
+            ks = todo.tolist()
+            n_chunks = self.n_threads if (self._pool is not None and len(ks) >= 2 * self.n_threads) else 1
+            bounds = [len(ks) * i // n_chunks for i in range(n_chunks + 1)]
+            args = [(ks[a:b], files, fidx.tolist(), local, offset_of_block, starts, slot_words, buf, nbytes,
+                     self.cache, zng, need_key, overflow) for a, b in zip(bounds[:-1], bounds[1:])]
+            if n_chunks == 1:
+                read = [_fetch_blocks(*args[0])]
+            else:
+                read = [f.result() for f in [self._pool.submit(_fetch_blocks, *x) for x in args]]
+            self.bytes_read += sum(read)
         if overflow:
             extra = sum((len(out) + 3) // 4 for out, _ in overflow.values())
             grown = np.empty(total + extra, np.uint32)
@@ -163,6 +177,30 @@ class BlockFetcher:
                 total += (len(out) + 3) // 4
         return Words(buf[:total], starts, nbytes)
 
+    def _fetch_native(self, p, caps, starts, buf, nbytes):
+        """Compiled pread + inflate over chunks of blocks on the pool; the blocks it hands back."""
+        from . import native
+        n = len(caps)
+        status = np.empty(n, np.uint8)
+        slot_byte = starts * 4
+        # more chunks than threads: partial inflate makes block costs uneven
+        n_chunks = min(4 * self.n_threads, max(1, n // 4)) if self._pool is not None else 1
+        bounds = np.linspace(0, n, n_chunks + 1).astype(np.int64).tolist()
+
+        def run(a, b):
+            stage = np.empty(int(p["csize"][a:b].max()), np.uint8)
+            strm = np.zeros(native.ZNG_STREAM_BYTES, np.uint8)
+            return native.fetch_range(a, b, p["fd"], p["offset"], p["csize"], p["compressed"], caps, slot_byte,
+                                      p["partial"], p["chrom"], p["need_pos"], p["want0"], p["big"], buf, stage,
+                                      strm, nbytes, status)
+
+        pairs = [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+        if len(pairs) == 1:
+            self.bytes_read += run(*pairs[0])
+        else:
+            self.bytes_read += sum(f.result() for f in [self._pool.submit(run, a, b) for a, b in pairs])
+        return np.flatnonzero(status != native.OK)
+
     def close(self):
         if self._pool is not None:
             self._pool.shutdown(wait=True)
@@ -170,21 +208,67 @@ class BlockFetcher:
         self._buf = np.zeros(0, np.uint32)
 
 
-def _fetch_chunk(a, b, files, fidx, local, offsets, starts, slot_words, buf, nbytes, cache, zng, need_key, overflow):
+def _native_available() -> bool:
+    try:
+        from . import native
+    except ImportError:           # numba missing
+        return False
+    return native.available()
+
+
+def _describe(files, fidx, local, need_key, partial):
+    """Per-block arrays (one NumPy pass per file): descriptor, offset, sizes, byte order, and for
+    partial inflate the block's first chromosome, the needed position on it and a first guess
+    of the bytes to inflate."""
+    n = len(fidx)
+    p = {"fd": np.full(n, -1, np.int32), "offset": np.zeros(n, np.int64), "csize": np.zeros(n, np.int64),
+         "compressed": np.zeros(n, bool), "ubs": np.zeros(n, np.int64), "big": np.zeros(n, bool),
+         "partial": np.zeros(n, bool), "chrom": np.zeros(n, np.int64), "need_pos": np.zeros(n, np.int64),
+         "want0": np.zeros(n, np.int64), "local": True}
+    order = np.argsort(fidx, kind="stable")
+    cuts = np.flatnonzero(np.diff(fidx[order])) + 1
+    for idx in np.split(order, cuts) if n else []:
+        f = files[int(fidx[idx[0]])]
+        loc = local[idx]
+        fd = f.local_fd
+        if fd is None:
+            p["local"] = False
+        else:
+            p["fd"][idx] = fd
+        p["offset"][idx] = f.block_offset[loc]
+        p["csize"][idx] = f.block_size[loc]
+        p["compressed"][idx] = f.compressed
+        p["ubs"][idx] = f.uncompress_buf_size if f.compressed else 0
+        p["big"][idx] = f.byteorder == ">"
+        if need_key is None or not partial or not f.compressed:
+            continue
+        sk, ek, need = f.block_start_key[loc], f.block_end_key[loc], need_key[idx]
+        chrom = np.clip(np.searchsorted(f.chrom_offsets, sk, side="right") - 1, 0, max(len(f.chrom_names) - 1, 0))
+        p["chrom"][idx] = chrom
+        p["need_pos"][idx] = need - f.chrom_offsets[chrom]
+        p["partial"][idx] = need < ek
+        frac = np.clip((need - sk) / np.maximum(ek - sk, 1), 0.0, 1.0)
+        p["want0"][idx] = np.maximum(512, (frac * f.uncompress_buf_size * 1.1).astype(np.int64) + 256)
+    return p
+
+
+def _fetch_blocks(ks, files, fidx, local, offsets, starts, slot_words, buf, nbytes, cache, zng, need_key, overflow):
+    """Python path for the blocks `ks` (in order): cache, coalesced preads, inflate, place."""
     read = 0
-    i = a
-    while i < b:  # one run of blocks of the same file
+    i = 0
+    while i < len(ks):  # one run of blocks of the same file
         j = i
-        while j < b and fidx[j] == fidx[i]:
+        while j < len(ks) and fidx[ks[j]] == fidx[ks[i]]:
             j += 1
-        f = files[fidx[i]]
+        run = ks[i:j]
+        f = files[fidx[run[0]]]
         blocks = {}
         if cache:
-            for k in range(i, j):
+            for k in run:
                 hit = cache.get((fidx[k], int(local[k])))
                 if hit is not None:
                     blocks[k] = hit
-        miss = [k for k in range(i, j) if k not in blocks]
+        miss = [k for k in run if k not in blocks]
         if miss:
             raw = f.read_blocks(local[miss])
             for k, data in zip(miss, raw):
@@ -199,7 +283,7 @@ def _fetch_chunk(a, b, files, fidx, local, offsets, starts, slot_words, buf, nby
                     out = bytes(out)
                     cache.put((fidx[k], int(local[k])), out)
                 blocks[k] = out
-        for k in range(i, j):
+        for k in run:
             out = blocks[k]
             if (len(out) + 3) // 4 > slot_words[k]:
                 overflow[k] = (out, f.byteorder)      # dict item assignment is atomic under the GIL

@@ -87,6 +87,11 @@ class BigWigFile:
         return len(self.block_offset)
 
     @property
+    def local_fd(self):
+        """The open descriptor of a local file (for compiled preads), None for a URL or once closed."""
+        return getattr(self._source, "fd", None)
+
+    @property
     def file_size(self) -> int:
         return self._source.size
 

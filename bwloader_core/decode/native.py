@@ -1,0 +1,205 @@
+"""Read and inflate a range of local blocks in compiled code, with the GIL released.
+
+One numba call per thread reads each block with ``pread`` and inflates it straight into its slot
+of the word buffer: zlib-ng's streaming inflate, stopped once the items the batch needs are out
+(partial inflate), or libdeflate's one-shot inflate for blocks needed whole. Both libraries are
+already in the process (inside the ``zlib_ng`` and ``deflate`` wheels, which export their C
+API); their functions are handed to numba by address, so nothing is compiled at install time.
+
+A block this path cannot finish (short read, corrupt stream, output larger than its slot, ...)
+is marked for the Python path in ``decode.cpu``, which raises the precise error or places it.
+"""
+from __future__ import annotations
+
+import ctypes
+import threading
+
+import numpy as np
+from numba import njit, types
+
+OK, REDO = 0, 1
+_Z_STREAM_END, _Z_BUF_ERROR = 1, -5
+ZNG_STREAM_BYTES = 128        # sizeof(zng_stream) is 104 on LP64; a little spare
+_ITEM_BYTES = (0, 12, 8, 4)    # by section type
+
+_SYMBOLS = {
+    # our name: (module holding the C library, its symbol, numba signature); pointers pass as uint64
+    "bwl_zng_inflateInit2": ("zlib_ng.zlib_ng", "zng_inflateInit2", types.int32(types.uint64, types.int32)),
+    "bwl_zng_inflateReset": ("zlib_ng.zlib_ng", "zng_inflateReset", types.int32(types.uint64)),
+    "bwl_zng_inflate": ("zlib_ng.zlib_ng", "zng_inflate", types.int32(types.uint64, types.int32)),
+    "bwl_zng_inflateEnd": ("zlib_ng.zlib_ng", "zng_inflateEnd", types.int32(types.uint64)),
+    "bwl_ld_alloc": ("deflate._deflate", "libdeflate_alloc_decompressor", types.uint64()),
+    "bwl_ld_free": ("deflate._deflate", "libdeflate_free_decompressor", types.void(types.uint64)),
+    "bwl_ld_zlib": ("deflate._deflate", "libdeflate_zlib_decompress",
+                    types.int32(types.uint64, types.uint64, types.uint64, types.uint64, types.uint64,
+                                types.uint64)),
+    "bwl_pread": (None, "pread", types.int64(types.int32, types.uint64, types.uint64, types.int64)),
+}
+_fn = {name: types.ExternalFunction(name, sig) for name, (_, _, sig) in _SYMBOLS.items()}
+_inflate_init2 = _fn["bwl_zng_inflateInit2"]
+_inflate_reset = _fn["bwl_zng_inflateReset"]
+_inflate = _fn["bwl_zng_inflate"]
+_inflate_end = _fn["bwl_zng_inflateEnd"]
+_ld_alloc = _fn["bwl_ld_alloc"]
+_ld_free = _fn["bwl_ld_free"]
+_ld_zlib = _fn["bwl_ld_zlib"]
+_pread = _fn["bwl_pread"]
+
+_lock = threading.Lock()
+_state: dict = {}
+
+
+def available() -> bool:
+    """True when both C libraries export what this path calls (registered with LLVM once)."""
+    with _lock:
+        if "ok" not in _state:
+            _state["ok"] = _register()
+        return _state["ok"]
+
+
+def _register() -> bool:
+    import importlib
+
+    import llvmlite.binding as ll
+    addresses = {}
+    try:
+        for name, (module, symbol, _) in _SYMBOLS.items():
+            lib = ctypes.CDLL(importlib.import_module(module).__file__) if module else ctypes.CDLL(None)
+            addresses[name] = ctypes.cast(getattr(lib, symbol), ctypes.c_void_p).value
+    except (ImportError, OSError, AttributeError):
+        return False
+    for name, addr in addresses.items():
+        ll.add_symbol(name, addr)
+    return True
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _u32(a, p, big):
+    if big:
+        return (np.int64(a[p]) << 24) | (np.int64(a[p + 1]) << 16) | (np.int64(a[p + 2]) << 8) | np.int64(a[p + 3])
+    return np.int64(a[p]) | (np.int64(a[p + 1]) << 8) | (np.int64(a[p + 2]) << 16) | (np.int64(a[p + 3]) << 24)
+
+
+@njit(nogil=True, cache=True)
+def _enough(out, base, produced, big, exp_chrom, need_pos):
+    """How a partly inflated one-section block stands: (-1, 0) inflate it whole, (0, n) stop with
+    the first n items, (1, bytes) inflate up to `bytes`."""
+    if produced < 24:
+        return 1, 512
+    chrom = _u32(out, base, big)
+    typ = np.int64(out[base + 20])
+    count = (np.int64(out[base + 22]) << 8 | np.int64(out[base + 23])) if big else \
+        (np.int64(out[base + 22]) | np.int64(out[base + 23]) << 8)
+    if typ < 1 or typ > 3 or chrom != exp_chrom:
+        return -1, 0                  # not ours to judge: the parser reports it
+    isz = _ITEM_BYTES[typ]
+    have = (min(produced, 24 + count * isz) - 24) // isz
+    if have >= count:
+        return -1, 0                  # the section is complete: another may follow, take all
+    sstart = _u32(out, base + 4, big)
+    if typ == 3:
+        step = _u32(out, base + 12, big)
+        n_need = count
+        if step > 0:
+            n_need = min(count, max(0, -((sstart - need_pos) // step)))
+        if have >= n_need:
+            return 0, have
+        return 1, 24 + n_need * isz
+    if have > 0 and _u32(out, base + 24 + (have - 1) * isz, big) >= need_pos:
+        return 0, have
+    send = _u32(out, base + 8, big)
+    frac = min(max((need_pos - sstart) / max(send - sstart, 1), 0.0), 1.0)
+    return 1, max(24 + np.int64(frac * count * 1.15 + 32) * isz, produced * 2)
+
+
+@njit(nogil=True, cache=True)
+def fetch_range(lo, hi, fd, offset, csize, compressed, cap, slot_byte, partial, exp_chrom, need_pos, want0,
+                big, words, stage, strm, nbytes, status):
+    """Blocks lo..hi-1 into their slots of `words` (uint32); per block `nbytes` and `status`
+    (OK, or REDO for the Python path). Returns the compressed bytes read."""
+    out = words.view(np.uint8)
+    out_addr = np.int64(out.ctypes.data)
+    stage_addr = np.uint64(stage.ctypes.data)
+    s = np.uint64(strm.ctypes.data)
+    s64 = strm.view(np.uint64)
+    s32 = strm.view(np.uint32)
+    actual = np.zeros(1, np.uint64)
+    zng_ready = False
+    ld = np.uint64(0)
+    read = 0
+    for k in range(lo, hi):
+        status[k] = REDO
+        n = csize[k]
+        base = slot_byte[k]
+        dst = np.uint64(out_addr + base)
+        if not compressed[k]:
+            if n > cap[k] or _pread(np.int32(fd[k]), dst, np.uint64(n), np.int64(offset[k])) != n:
+                continue
+            m = n
+        else:
+            if _pread(np.int32(fd[k]), stage_addr, np.uint64(n), np.int64(offset[k])) != n:
+                continue
+            if not partial[k]:
+                if ld == 0:
+                    ld = _ld_alloc()
+                    if ld == 0:
+                        continue
+                if _ld_zlib(ld, stage_addr, np.uint64(n), dst, np.uint64(cap[k]), np.uint64(actual.ctypes.data)) != 0:
+                    continue
+                m = np.int64(actual[0])
+            else:
+                if not zng_ready:
+                    if _inflate_init2(s, 15) != 0:
+                        continue
+                    zng_ready = True
+                elif _inflate_reset(s) != 0:
+                    continue
+                want = min(want0[k], cap[k])
+                s64[0] = stage_addr
+                s32[2] = n
+                s64[3] = dst
+                s32[8] = want
+                whole = False
+                m = -1
+                v = np.int64(0)
+                while True:
+                    r = _inflate(s, 0)
+                    produced = want - np.int64(s32[8])
+                    if r == _Z_STREAM_END:
+                        m = produced
+                        break
+                    if (r != 0 and r != _Z_BUF_ERROR) or s32[8] != 0 or want >= cap[k]:
+                        break         # corrupt, truncated, or larger than the slot
+                    if not whole:
+                        verdict, v = _enough(out, base, produced, big[k], exp_chrom[k], need_pos[k])
+                        if verdict == 0:
+                            m = 24 + v * _ITEM_BYTES[out[base + 20]]
+                            if big[k]:
+                                out[base + 22] = (v >> 8) & 0xFF
+                                out[base + 23] = v & 0xFF
+                            else:
+                                out[base + 22] = v & 0xFF
+                                out[base + 23] = (v >> 8) & 0xFF
+                            break
+                        whole = verdict < 0
+                    nxt = cap[k] if whole else min(max(v, produced + 64), cap[k])
+                    s32[8] = nxt - produced
+                    want = nxt
+                if m < 0:
+                    continue
+        read += n
+        nbytes[k] = m
+        w0 = base // 4
+        nw = (m + 3) // 4
+        for p in range(base + m, base + nw * 4):
+            out[p] = 0                # a malformed tail: keep its bytes, zero the rest of the word
+        if big[k]:
+            for w in range(w0, w0 + nw):
+                x = words[w]
+                words[w] = ((x >> 24) & 0xFF) | ((x >> 8) & 0xFF00) | ((x << 8) & 0xFF0000) | ((x << 24) & 0xFF000000)
+        status[k] = OK
+    if zng_ready:
+        _inflate_end(s)
+    if ld != 0:
+        _ld_free(ld)
+    return read
