@@ -4,13 +4,15 @@ needs, on the same number of threads as bwloader, with nothing else (no reads, n
 
 For one batch it reproduces what ``BatchProcessor.process`` asks of its ``BlockFetcher``: the blocks
 from ``BatchProcessor.plan`` and, per block, the largest key any (query, track) pair needs from it
-(``need``, computed as in ``process``). The compressed bytes are read beforehand (untimed); then
+(``need``, computed as in ``process``). The compressed bytes are read into memory beforehand
+(untimed); then, with the fetcher's own inflater (the compiled ``decode.native.fetch_range`` on the
+fetcher's chunks and threads, fed from memory instead of ``pread``):
 
-- ``full``: every block inflated whole with libdeflate (``deflate.zlib_decompress``);
-- ``partial``: what bwloader's fetcher does: ``inflate_partial`` (zlib-ng, stops at the last item a
-  query needs) for blocks not needed to their end, libdeflate for the others.
+- ``full``: every block inflated whole (libdeflate);
+- ``partial``: what bwloader's fetcher does: zlib-ng stopping at the last item a query needs for
+  blocks needed up to less than ``PARTIAL_MAX_FRACTION`` of their span, libdeflate for the others.
 
-Both are split into the same contiguous chunks over the same thread count as ``BlockFetcher.fetch``.
+Where the compiled path is not available the same two are timed with the Python inflaters.
 The same batches are also read by ``get_batch`` (timed too), alternating in chunks of 8 batches
 with the inflate-only runs, so the loader and its limit are compared under the same conditions. Used by ``benchmarks/scoreboard.py``; also runs alone:
 
@@ -31,8 +33,10 @@ HERE = Path(__file__).resolve().parent
 
 
 def batch_blocks(coll, proc, chroms, starts, ends, window_size=1):
-    """(tasks, n_blocks, compressed bytes) of one batch; a task is (file, raw bytes, offset,
-    need key in the file's key space, block start key, block end key)."""
+    """(blocks, n_blocks, compressed bytes) of one batch: ``blocks`` holds the compressed bytes of
+    every block the batch needs and, per block, what the fetcher would be told (file, local index,
+    need key in the file's key space)."""
+    from bwloader_core.decode.cpu import describe_blocks, slot_layout
     q = coll._prepare_queries(chroms, np.asarray(starts), np.asarray(ends), None, window_size, "mean", "float32")
     key_lo, key_hi = q["key_lo"], q["key_hi"]
     leaf_ids, pair_of, leaf_of = proc.plan(key_lo, key_hi)
@@ -41,40 +45,29 @@ def batch_blocks(coll, proc, chroms, starts, ends, window_size=1):
     files = coll._leaf_file[leaf_ids]
     local = coll._leaf_local[leaf_ids]
     need = need - coll._track_base[files]                       # as in BatchProcessor.fetch
-    offsets = coll._leaf_offset[leaf_ids]
-    fidx = files.tolist()
-    tasks, nbytes = [], 0
-    i, n = 0, len(fidx)
-    while i < n:                                                # runs of blocks of one file, in order
-        j = i
-        while j < n and fidx[j] == fidx[i]:
-            j += 1
-        f = coll.files[fidx[i]]
-        raw = f.read_blocks(local[i:j])
-        for k, data in zip(range(i, j), raw):
-            jl = int(local[k])
-            tasks.append((f, bytes(data), int(offsets[k]), int(need[k]), int(f.block_start_key[jl]),
-                          int(f.block_end_key[jl])))
-            nbytes += len(data)
-        i = j
-    return tasks, n, nbytes
+    raw = []
+    for i in range(len(leaf_ids)):
+        raw.extend(coll.files[int(files[i])].read_blocks(local[i:i + 1]))
+    data = np.frombuffer(b"".join(bytes(r) for r in raw), np.uint8).copy()
+    blocks = dict(files=coll.files, fidx=files, local=local, need=need, raw=[bytes(r) for r in raw], data=data)
+    for partial in (False, True):
+        p = describe_blocks(coll.files, files, local, need, partial)
+        p["fd"][:] = -1                                         # in memory: offset is the address
+        p["offset"] = data.ctypes.data + np.concatenate([[0], np.cumsum(p["csize"])[:-1]]).astype(np.int64)
+        blocks["partial" if partial else "full"] = (p, *slot_layout(p))
+    return blocks, len(leaf_ids), len(data)
 
 
-def _full_chunk(tasks):
-    import deflate
-    n = 0
-    for f, data, _off, _need, _s, _e in tasks:
-        n += len(deflate.zlib_decompress(data, f.uncompress_buf_size)) if f.compressed else len(data)
-    return n
-
-
-def _partial_chunk(tasks):
+def _python_chunk(blocks, ks, partial):
     from bwloader_core.decode.cpu import _zlib_ng, inflate_one, inflate_partial
-    zng = _zlib_ng()
+    zng = _zlib_ng() if partial else None
     n = 0
-    for f, data, off, need, s, e in tasks:
-        if zng is not None and f.compressed and need < e:
-            out = inflate_partial(zng, f, data, off, need, s, e)
+    for k in ks:
+        f = blocks["files"][int(blocks["fidx"][k])]
+        jl, need, data = int(blocks["local"][k]), int(blocks["need"][k]), blocks["raw"][k]
+        off = int(f.block_offset[jl])
+        if zng is not None and f.compressed and need < f.block_end_key[jl]:
+            out = inflate_partial(zng, f, data, off, need, int(f.block_start_key[jl]), int(f.block_end_key[jl]))
         else:
             out = inflate_one(f, data, off)
         n += len(out)
@@ -82,28 +75,45 @@ def _partial_chunk(tasks):
 
 
 class InflateTimer:
-    """Times full and partial inflate of a batch's blocks, chunked over `n_threads` as BlockFetcher."""
+    """Times full and partial inflate of a batch's blocks with the fetcher's inflater, chunks and threads."""
 
     def __init__(self, n_threads: int):
+        from bwloader_core.decode.cpu import _native_available
         self.n_threads = max(1, int(n_threads))
         self._pool = ThreadPoolExecutor(self.n_threads) if self.n_threads > 1 else None
+        self.native = _native_available() and os.environ.get("BWLOADER_NATIVE_FETCH", "1") != "0"
+        self._buf = np.zeros(0, np.uint32)
 
-    def _run(self, fn, tasks):
-        n = len(tasks)
+    def _run(self, blocks, mode):
+        from bwloader_core.decode.cpu import run_native
+        p, caps, starts, total = blocks[mode]
+        n = len(caps)
+        if self.native:
+            if len(self._buf) < total:
+                self._buf = np.empty(total, np.uint32)
+            nbytes = np.zeros(n, np.int64)
+            status = np.zeros(n, np.uint8)
+            t0 = time.perf_counter()
+            run_native(self._pool, self.n_threads, p, caps, starts, self._buf, nbytes, status)
+            dt = time.perf_counter() - t0
+            if status.any():
+                raise RuntimeError(f"{int((status != 0).sum())} blocks did not inflate on the compiled path")
+            return dt, int(nbytes.sum())
         n_chunks = self.n_threads if (self._pool is not None and n >= 2 * self.n_threads) else 1
         bounds = [n * i // n_chunks for i in range(n_chunks + 1)]
-        chunks = [tasks[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        chunks = [range(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
         t0 = time.perf_counter()
         if n_chunks == 1:
-            out = fn(chunks[0])
+            out = _python_chunk(blocks, chunks[0], mode == "partial")
         else:
-            out = sum(f.result() for f in [self._pool.submit(fn, c) for c in chunks])
+            out = sum(f.result() for f in [self._pool.submit(_python_chunk, blocks, c, mode == "partial")
+                                           for c in chunks])
         return time.perf_counter() - t0, out
 
-    def time_batch(self, tasks):
+    def time_batch(self, blocks):
         """(seconds full, seconds partial, bytes out full, bytes out partial)."""
-        tf, bf = self._run(_full_chunk, tasks)
-        tp, bp = self._run(_partial_chunk, tasks)
+        tf, bf = self._run(blocks, "full")
+        tp, bp = self._run(blocks, "partial")
         return tf, tp, bf, bp
 
     def close(self):
@@ -144,10 +154,10 @@ def inflate_limit(paths, batches, window_size=1, n_threads=None, repeats=1, load
                     coll.get_batch(chroms, starts, ends, window_size=window_size)
                     res["loader_s"].append(time.perf_counter() - t0)
             for chroms, starts, ends in part:
-                tasks, nblk, nbytes = batch_blocks(coll, proc, chroms, starts, ends, window_size)
+                blocks, nblk, nbytes = batch_blocks(coll, proc, chroms, starts, ends, window_size)
                 best_f = best_p = float("inf")
                 for _ in range(repeats):
-                    tf, tp, bf, bp = timer.time_batch(tasks)
+                    tf, tp, bf, bp = timer.time_batch(blocks)
                     best_f, best_p = min(best_f, tf), min(best_p, tp)
                 res["full_s"] += best_f
                 res["partial_s"] += best_p
