@@ -237,9 +237,12 @@ def worker_stream(a):
         ds.generator = generator(c[:2 * B], s[:2 * B])
         for b in ds:
             shape_seen = b.values.shape
-        # epochs of at most 16 batches, taken in order from the pools (cycling)
-        chunks = [(c[i:i + 16 * B], s[i:i + 16 * B]) for c, s, _ in pools
-                  for i in range(0, len(s) // B * B, 16 * B)]
+        # epochs of up to 64 batches, taken in order from the pools one after the other (cycling): the
+        # stream has no block cache, so a block shared by two pools is read twice like any other, and
+        # short epochs would time thread start-up and the drain at the end of each epoch
+        all_c = [x for c, s, _ in pools for x in c[:len(s) // B * B]]
+        all_s = np.concatenate([s[:len(s) // B * B] for c, s, _ in pools])
+        chunks = [(all_c[i:i + 64 * B], all_s[i:i + 64 * B]) for i in range(0, len(all_s), 64 * B)]
         elapsed, samples, epochs, load = 0.0, 0, 0, [load1()]
         while elapsed < a["duration"] or epochs < 1:
             c, s = chunks[epochs % len(chunks)]

@@ -15,6 +15,7 @@ from .kernels.fill_numpy import (fill_runs, fill_runs_reference, finalize_window
 from .dtypes import cast_output
 
 STAGES = ("plan", "read+inflate", "decode", "search", "fill")
+PARALLEL_PAINT_MIN_ENTRIES = 256     # below this, one thread paints (thread hand-off costs more)
 
 
 @dataclass
@@ -123,7 +124,12 @@ class BatchProcessor:
         clen = c._chrom_len_flat[sec_chrom[e_sec]]
         a = np.clip(key_lo[e_pair] - cb, 0, clen)
         b = np.clip(key_hi[e_pair] - cb, 0, clen)
-        first, count = item_ranges(words, secs, e_sec, a, b)
+        if self.kernel == "numba":
+            first, count = _numba_kernels().item_ranges(
+                words.words, secs.type[e_sec], secs.count[e_sec], secs.item_word[e_sec], secs.start[e_sec],
+                secs.step[e_sec], secs.span[e_sec], a, b)
+        else:
+            first, count = item_ranges(words, secs, e_sec, a, b)
         count = np.where(b > a, count, 0)
         return Entries(e_pair, e_sec, a, b, origin[e_pair] - cb, first, count)
 
@@ -153,8 +159,15 @@ class BatchProcessor:
                     e.first, e.count, secs.start[e.sec], secs.step[e.sec], secs.span[e.sec], e.a, e.b,
                     e.origin, sc)
             if window_size == 1:
-                out = np.full((B, L, T), default_value, work)
-                nb.paint(*args, B, out)
+                out = np.empty((B, L, T), work)
+                parts = self._fetcher.n_threads if len(e.pair) >= PARALLEL_PAINT_MIN_ENTRIES else 1
+                rows = e.pair % max(B, 1)
+
+                def paint_rows(i):     # rows b with b * parts // B == i: the default, then the items
+                    out[-(-i * B // parts):-(-(i + 1) * B // parts)] = default_value
+                    nb.paint(*args, B, out, np.flatnonzero(rows * parts // B == i))
+
+                self._fetcher.map(paint_rows, range(parts))
                 return out
             ok, sums, covered, acc = nb.window_accumulate(
                 *args, T * B, L, window_size, bool(np.isnan(default_value)), reduce in ("max", "min"),

@@ -33,6 +33,30 @@ def test_numba_equals_numpy_on_every_fixture(bw_files, name):
                 p.close()
 
 
+@pytest.mark.parametrize("name", df.FIXTURE_NAMES)
+def test_item_ranges_numba_equals_numpy(bw_files, name):
+    """Every section of the file against random ranges, some empty, some past its ends."""
+    from bwloader_core.decode.sections import item_ranges
+    from bwloader_core.kernels import fill_numba
+    f = bw_files[name]
+    with BigWigCollection([f.path]) as coll:
+        p = BatchProcessor(coll, n_threads=1)
+        ids = np.arange(coll.files[0].n_blocks)
+        words = p.fetch(ids)
+        secs, _ = p.decode(ids, words)
+        rng = np.random.default_rng(3)
+        sec = np.repeat(np.arange(len(secs.start)), 20)
+        a = secs.start[sec] + rng.integers(-300, 2000, len(sec)) - rng.integers(0, 2, len(sec)) * 5000
+        b = a + rng.integers(0, 3000, len(sec))
+        want = item_ranges(words, secs, sec, a, b)
+        got = fill_numba.item_ranges(words.words, secs.type[sec], secs.count[sec], secs.item_word[sec],
+                                     secs.start[sec], secs.step[sec], secs.span[sec], a, b)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+        assert got[1].sum() > 0
+        p.close()
+
+
 @pytest.fixture(scope="module")
 def overlapping_file(tmp_path_factory):
     """fixedStep with span > step: records overlap; pyBigWig paints later records over earlier ones."""

@@ -180,6 +180,13 @@ class BlockFetcher:
         self.bytes_read += run_native(self._pool, self.n_threads, p, caps, starts, buf, nbytes, status)
         return np.flatnonzero(status != native.OK)
 
+    def map(self, fn, items) -> list:
+        """[fn(x) for x in items] on the pool (inline for one item or without a pool)."""
+        items = list(items)
+        if self._pool is None or len(items) < 2:
+            return [fn(x) for x in items]
+        return [f.result() for f in [self._pool.submit(fn, x) for x in items]]
+
     def close(self):
         if self._pool is not None:
             self._pool.shutdown(wait=True)

@@ -114,8 +114,17 @@ def _enough(out, base, produced, big, exp_chrom, need_pos):
     return 1, max(24 + np.int64(frac * count * 1.15 + 32) * isz, produced * 2)
 
 
+def fetch_range(*args):
+    """`_fetch_range` once the C symbols are registered (calling compiled code that refers to
+    unregistered symbols would jump to address 0)."""
+    if not _state.get("ok") and not available():
+        raise RuntimeError("the compiled fetch path needs zlib-ng's and libdeflate's C API (zlib-ng and "
+                           "deflate wheels) and pread")
+    return _fetch_range(*args)
+
+
 @njit(nogil=True, cache=True)
-def fetch_range(lo, hi, fd, offset, csize, compressed, cap, slot_byte, partial, exp_chrom, need_pos, want0,
+def _fetch_range(lo, hi, fd, offset, csize, compressed, cap, slot_byte, partial, exp_chrom, need_pos, want0,
                 big, words, stage, strm, nbytes, status):
     """Blocks lo..hi-1 into their slots of `words` (uint32); per block `nbytes` and `status`
     (OK, or REDO for the Python path). Returns the compressed bytes read. A block with `fd` -1

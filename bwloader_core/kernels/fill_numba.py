@@ -25,11 +25,13 @@ def _item(words, fwords, typ, item_word, i, sstart, step, span):
 
 @njit(nogil=True, cache=True)
 def paint(words, fwords, e_pair, e_type, e_item_word, e_first, e_count, e_sstart, e_step, e_span,
-          e_a, e_b, e_o, e_scale, n_batch, out):
-    """out (B, L, T), pre-filled with the default; pair p = t * B + b. Later items overwrite
-    earlier ones where they overlap (pyBigWig's order)."""
+          e_a, e_b, e_o, e_scale, n_batch, out, entries):
+    """out (B, L, T), pre-filled with the default; pair p = t * B + b. Paints the entries listed
+    (ascending) in `entries`; later items overwrite earlier ones where they overlap (pyBigWig's
+    order). Threads given entries of disjoint sets of rows b write disjoint memory."""
     L = out.shape[1]
-    for k in range(e_pair.shape[0]):
+    for j in range(entries.shape[0]):
+        k = entries[j]
         p = e_pair[k]
         t = p // n_batch
         b = p - t * n_batch
@@ -91,3 +93,48 @@ def window_accumulate(words, fwords, e_pair, e_type, e_item_word, e_first, e_cou
                     elif val < acc[f] or np.isnan(val):
                         acc[f] = val
     return True, sums, covered, acc
+
+
+@njit(nogil=True, cache=True)
+def item_ranges(words, e_type, e_count, e_item_word, e_sstart, e_step, e_span, e_a, e_b):
+    """`decode.sections.item_ranges` compiled: per entry, the items overlapping [a, b) as
+    (first, count), by bisection (fixedStep: arithmetic). Same clamping of malformed indexes."""
+    n = e_type.shape[0]
+    first = np.zeros(n, np.int64)
+    count = np.zeros(n, np.int64)
+    top = words.shape[0] - 1
+    for k in range(n):
+        typ, cnt, base, a, b = e_type[k], np.int64(e_count[k]), e_item_word[k], e_a[k], e_b[k]
+        span = np.int64(e_span[k])
+        if typ == 3:
+            s0 = np.int64(e_sstart[k])
+            step = np.int64(e_step[k])
+            if step == 0:
+                f0 = 0
+                f1 = cnt if (s0 < b and s0 + span > a) else 0
+            else:
+                f0 = min(max((a - span - s0) // step + 1, 0), cnt)
+                f1 = min(max(-((s0 - b) // step), 0), cnt)
+        else:
+            iw = 3 if typ == 1 else 2
+            end_word = 1 if typ == 1 else 0
+            end_add = 0 if typ == 1 else span
+            lo, hi = np.int64(0), cnt
+            while lo < hi:                  # first item whose end > a
+                mid = (lo + hi) // 2
+                if np.int64(words[min(base + mid * iw + end_word, top)]) + end_add <= a:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            f0 = lo
+            lo, hi = np.int64(0), cnt
+            while lo < hi:                  # first item whose start >= b
+                mid = (lo + hi) // 2
+                if np.int64(words[min(base + mid * iw, top)]) < b:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            f1 = lo
+        first[k] = f0
+        count[k] = max(f1 - f0, 0)
+    return first, count
