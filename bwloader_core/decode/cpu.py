@@ -140,9 +140,7 @@ class BlockFetcher:
         p = describe_blocks(files, fidx, local, need_key, self.partial)
         caps, starts, total = slot_layout(p)
         slot_words = (caps + 3) // 4
-        if len(self._buf) < total:
-            self._buf = np.empty(int(total * 1.25) + 1024, np.uint32)
-        buf = self._buf
+        buf = self.buffer(total)
         nbytes = np.zeros(n, np.int64)
         overflow: dict = {}
         todo = np.arange(n)
@@ -179,6 +177,12 @@ class BlockFetcher:
         status = np.empty(len(caps), np.uint8)
         self.bytes_read += run_native(self._pool, self.n_threads, p, caps, starts, buf, nbytes, status)
         return np.flatnonzero(status != native.OK)
+
+    def buffer(self, n_words: int) -> np.ndarray:
+        """The reusable word buffer, grown to at least `n_words` (kept: no page faults per batch)."""
+        if len(self._buf) < n_words:
+            self._buf = np.empty(int(n_words * 1.25) + 1024, np.uint32)
+        return self._buf
 
     def map(self, fn, items) -> list:
         """[fn(x) for x in items] on the pool (inline for one item or without a pool)."""

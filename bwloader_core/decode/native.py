@@ -125,99 +125,121 @@ def fetch_range(*args):
 
 @njit(nogil=True, cache=True)
 def _fetch_range(lo, hi, fd, offset, csize, compressed, cap, slot_byte, partial, exp_chrom, need_pos, want0,
-                big, words, stage, strm, nbytes, status):
+                 big, words, stage, strm, nbytes, status):
     """Blocks lo..hi-1 into their slots of `words` (uint32); per block `nbytes` and `status`
     (OK, or REDO for the Python path). Returns the compressed bytes read. A block with `fd` -1
     is already in memory at address `offset` (used to time inflate alone)."""
+    ctx = np.zeros(3, np.uint64)
+    read = 0
+    for k in range(lo, hi):
+        m = fetch_block(k, fd, offset, csize, compressed, cap, slot_byte, partial, exp_chrom, need_pos, want0, big,
+                        words, stage, strm, ctx)
+        status[k] = REDO if m < 0 else OK
+        if m >= 0:
+            nbytes[k] = m
+            read += csize[k]
+    release(strm, ctx)
+    return read
+
+
+@njit(nogil=True, cache=True)
+def release(strm, ctx):
+    """Free what `fetch_block` set up in `ctx` (zlib-ng stream state, libdeflate decompressor)."""
+    if ctx[0] != 0:
+        _inflate_end(np.uint64(strm.ctypes.data))
+        ctx[0] = 0
+    if ctx[1] != 0:
+        _ld_free(ctx[1])
+        ctx[1] = 0
+
+
+@njit(nogil=True, cache=True)
+def fetch_block(k, fd, offset, csize, compressed, cap, slot_byte, partial, exp_chrom, need_pos, want0, big, words,
+                stage, strm, ctx):
+    """Read and inflate block k into its slot as native words; its byte length, or -1 when the
+    Python path must take it. `ctx` (3 x uint64, zeros at first) keeps the inflaters between
+    calls: free them with `release`."""
     out = words.view(np.uint8)
-    out_addr = np.int64(out.ctypes.data)
+    n = csize[k]
+    base = slot_byte[k]
+    dst = np.uint64(np.int64(out.ctypes.data) + base)
     stage_addr = np.uint64(stage.ctypes.data)
+    in_memory = fd[k] < 0
+    if not compressed[k]:
+        if n > cap[k]:
+            return -1
+        if in_memory:
+            _memcpy(dst, np.uint64(offset[k]), np.uint64(n))
+        elif _pread(np.int32(fd[k]), dst, np.uint64(n), np.int64(offset[k])) != n:
+            return -1
+        m = n
+    else:
+        src = np.uint64(offset[k]) if in_memory else stage_addr
+        if not in_memory and _pread(np.int32(fd[k]), stage_addr, np.uint64(n), np.int64(offset[k])) != n:
+            return -1
+        if not partial[k]:
+            if ctx[1] == 0:
+                ctx[1] = _ld_alloc()
+                if ctx[1] == 0:
+                    return -1
+            actual = ctx[2:3]
+            if _ld_zlib(ctx[1], src, np.uint64(n), dst, np.uint64(cap[k]), np.uint64(actual.ctypes.data)) != 0:
+                return -1
+            m = np.int64(actual[0])
+        else:
+            m = _inflate_partial(out, base, src, n, dst, cap[k], want0[k], big[k], exp_chrom[k], need_pos[k], strm,
+                                 ctx)
+            if m < 0:
+                return -1
+    w0 = base // 4
+    nw = (m + 3) // 4
+    for p in range(base + m, base + nw * 4):
+        out[p] = 0                # a malformed tail: keep its bytes, zero the rest of the word
+    if big[k]:
+        for w in range(w0, w0 + nw):
+            x = words[w]
+            words[w] = ((x >> 24) & 0xFF) | ((x >> 8) & 0xFF00) | ((x << 8) & 0xFF0000) | ((x << 24) & 0xFF000000)
+    return m
+
+
+@njit(nogil=True, cache=True)
+def _inflate_partial(out, base, src, n, dst, cap, want0, big, exp_chrom, need_pos, strm, ctx):
+    """zlib-ng streaming inflate of one block into out[base:], stopped once the items up to
+    `need_pos` are out (the section's item count is then patched to the items kept); -1 on error."""
     s = np.uint64(strm.ctypes.data)
     s64 = strm.view(np.uint64)
     s32 = strm.view(np.uint32)
-    actual = np.zeros(1, np.uint64)
-    zng_ready = False
-    ld = np.uint64(0)
-    read = 0
-    for k in range(lo, hi):
-        status[k] = REDO
-        n = csize[k]
-        base = slot_byte[k]
-        dst = np.uint64(out_addr + base)
-        in_memory = fd[k] < 0
-        if not compressed[k]:
-            if n > cap[k]:
-                continue
-            if in_memory:
-                _memcpy(dst, np.uint64(offset[k]), np.uint64(n))
-            elif _pread(np.int32(fd[k]), dst, np.uint64(n), np.int64(offset[k])) != n:
-                continue
-            m = n
-        else:
-            src = np.uint64(offset[k]) if in_memory else stage_addr
-            if not in_memory and _pread(np.int32(fd[k]), stage_addr, np.uint64(n), np.int64(offset[k])) != n:
-                continue
-            if not partial[k]:
-                if ld == 0:
-                    ld = _ld_alloc()
-                    if ld == 0:
-                        continue
-                if _ld_zlib(ld, src, np.uint64(n), dst, np.uint64(cap[k]), np.uint64(actual.ctypes.data)) != 0:
-                    continue
-                m = np.int64(actual[0])
-            else:
-                if not zng_ready:
-                    if _inflate_init2(s, 15) != 0:
-                        continue
-                    zng_ready = True
-                elif _inflate_reset(s) != 0:
-                    continue
-                want = min(want0[k], cap[k])
-                s64[0] = src
-                s32[2] = n
-                s64[3] = dst
-                s32[8] = want
-                whole = False
-                m = -1
-                v = np.int64(0)
-                while True:
-                    r = _inflate(s, 0)
-                    produced = want - np.int64(s32[8])
-                    if r == _Z_STREAM_END:
-                        m = produced
-                        break
-                    if (r != 0 and r != _Z_BUF_ERROR) or s32[8] != 0 or want >= cap[k]:
-                        break         # corrupt, truncated, or larger than the slot
-                    if not whole:
-                        verdict, v = _enough(out, base, produced, big[k], exp_chrom[k], need_pos[k])
-                        if verdict == 0:
-                            m = 24 + v * _ITEM_BYTES[out[base + 20]]
-                            if big[k]:
-                                out[base + 22] = (v >> 8) & 0xFF
-                                out[base + 23] = v & 0xFF
-                            else:
-                                out[base + 22] = v & 0xFF
-                                out[base + 23] = (v >> 8) & 0xFF
-                            break
-                        whole = verdict < 0
-                    nxt = cap[k] if whole else min(max(v, produced + 64), cap[k])
-                    s32[8] = nxt - produced
-                    want = nxt
-                if m < 0:
-                    continue
-        read += n
-        nbytes[k] = m
-        w0 = base // 4
-        nw = (m + 3) // 4
-        for p in range(base + m, base + nw * 4):
-            out[p] = 0                # a malformed tail: keep its bytes, zero the rest of the word
-        if big[k]:
-            for w in range(w0, w0 + nw):
-                x = words[w]
-                words[w] = ((x >> 24) & 0xFF) | ((x >> 8) & 0xFF00) | ((x << 8) & 0xFF0000) | ((x << 24) & 0xFF000000)
-        status[k] = OK
-    if zng_ready:
-        _inflate_end(s)
-    if ld != 0:
-        _ld_free(ld)
-    return read
+    if ctx[0] == 0:
+        if _inflate_init2(s, 15) != 0:
+            return -1
+        ctx[0] = 1
+    elif _inflate_reset(s) != 0:
+        return -1
+    want = min(want0, cap)
+    s64[0] = src
+    s32[2] = n
+    s64[3] = dst
+    s32[8] = want
+    whole = False
+    v = np.int64(0)
+    while True:
+        r = _inflate(s, 0)
+        produced = want - np.int64(s32[8])
+        if r == _Z_STREAM_END:
+            return produced
+        if (r != 0 and r != _Z_BUF_ERROR) or s32[8] != 0 or want >= cap:
+            return -1                 # corrupt, truncated, or larger than the slot
+        if not whole:
+            verdict, v = _enough(out, base, produced, big, exp_chrom, need_pos)
+            if verdict == 0:
+                if big:
+                    out[base + 22] = (v >> 8) & 0xFF
+                    out[base + 23] = v & 0xFF
+                else:
+                    out[base + 22] = v & 0xFF
+                    out[base + 23] = (v >> 8) & 0xFF
+                return 24 + v * _ITEM_BYTES[out[base + 20]]
+            whole = verdict < 0
+        nxt = cap if whole else min(max(v, produced + 64), cap)
+        s32[8] = nxt - produced
+        want = nxt
