@@ -328,6 +328,8 @@ def _check_memory(batch, length, tracks, window_size, itemsize):
     out = batch * (length // window_size) * tracks
     work = batch * length * tracks * 4 if window_size == 1 else out * 8 * 3
     need = out * itemsize + work
+    if need < 64 << 20:               # not worth a read of /proc/meminfo per batch
+        return
     avail = _available_memory()
     if avail is not None and need > 0.8 * avail:
         raise ValueError(

@@ -35,6 +35,7 @@ SLOT_RATIO = 64     # slot bytes per compressed byte before a block counts as ov
 # Past this fraction of a block, libdeflate's whole-block inflate (~2.0 ns per output byte here) beats
 # zlib-ng's streaming one (~2.5 ns) on the compiled path.
 PARTIAL_MAX_FRACTION = 0.8
+PARTIAL_FIRST_GUESS = 0.92     # of frac x uncompressBufSize: the first inflate call's output
 
 
 def _zlib_ng():
@@ -274,7 +275,8 @@ def describe_blocks(files, fidx, local, need_key, partial):
         p["need_pos"][idx] = need - f.chrom_offsets[chrom]
         frac = np.clip((need - sk) / np.maximum(ek - sk, 1), 0.0, 1.0)
         p["partial"][idx] = (need < ek) & (frac < PARTIAL_MAX_FRACTION)
-        p["want0"][idx] = np.maximum(512, (frac * f.uncompress_buf_size * 1.1).astype(np.int64) + 256)
+        # first guess a little short: the items it yields then estimate the rest closely (native._enough)
+        p["want0"][idx] = np.maximum(512, (frac * f.uncompress_buf_size * PARTIAL_FIRST_GUESS).astype(np.int64))
     return p
 
 

@@ -107,11 +107,16 @@ def _enough(out, base, produced, big, exp_chrom, need_pos):
         if have >= n_need:
             return 0, have
         return 1, 24 + n_need * isz
-    if have > 0 and _u32(out, base + 24 + (have - 1) * isz, big) >= need_pos:
+    last = _u32(out, base + 24 + (have - 1) * isz, big) if have > 0 else sstart
+    if have > 0 and last >= need_pos:
         return 0, have
+    if have >= 2:                     # the items so far give the bases per item: a close estimate
+        per_item = (last - _u32(out, base + 24, big)) / (have - 1)
+        more = np.int64((need_pos - last) / max(per_item, 1e-3) * 1.03) + 3
+        return 1, 24 + min(have + more, count) * isz
     send = _u32(out, base + 8, big)
     frac = min(max((need_pos - sstart) / max(send - sstart, 1), 0.0), 1.0)
-    return 1, max(24 + np.int64(frac * count * 1.15 + 32) * isz, produced * 2)
+    return 1, 24 + np.int64(frac * count * 1.1 + 8) * isz
 
 
 def fetch_range(*args):
