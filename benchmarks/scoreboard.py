@@ -800,9 +800,10 @@ def render(R, extras, shapes, duration, load_start, load_end, total_s, t_data, p
     # --- inflate limit
     L.append("## Loader time against the inflate limit")
     L.append("")
-    L.append("The inflate limit: the time to merely inflate exactly the blocks each batch needed (same batches, same "
-             "thread count), (a) whole with libdeflate, (b) with the partial inflate bwloader uses (zlib-ng, stops "
-             "after the last item a query needs; libdeflate for blocks needed to their end). Measured in one process "
+    L.append("The inflate limit: the time to merely inflate exactly the blocks each batch needed, with bwloader's "
+             "own compiled inflater on the same chunks and thread count, from compressed bytes already in memory: "
+             "(a) every block whole with libdeflate, (b) the partial inflate bwloader uses (zlib-ng stopping after "
+             "the last item a query needs; libdeflate for blocks needed past 80%). Measured in one process "
              "(`benchmarks/inflate_limit.py`) that also times `get_batch` on the same batches, alternating in chunks "
              f"of 8 batches, so both see the same machine conditions. Target: loader time <= {INFLATE_TARGET}x the limit on S1 and S2.")
     L.append("")
@@ -820,7 +821,7 @@ def render(R, extras, shapes, duration, load_start, load_end, total_s, t_data, p
         L.append(f"| {s} | {il['blocks'] / n:.0f} | {lt:.1f} | {fa:.1f} | {fb:.1f} | {lt / fa:.2f}x | {lt / fb:.2f}x | {tgt} |")
     L.append("")
     L.append("Where the loader's time goes (ms per batch, `coll.timings` over the same batches; *other* = `get_batch` "
-             "wall time not in a stage; `read+inflate` includes the preads and the copy into the word buffer):")
+             "wall time not in a stage; `read+inflate` includes the preads):")
     L.append("")
     stages = ("plan", "read+inflate", "decode", "search", "fill")
     L.append("| shape | " + " | ".join(stages) + " | other | total |")
