@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .decode.cpu import BlockFetcher
+from .decode.cpu import PARTIAL_FIRST_GUESS, PARTIAL_MAX_FRACTION, BlockFetcher
 from .decode.sections import expand_records, item_ranges, parse_section_headers
 from .errors import BigWigFormatError
 from .kernels.fill_numpy import (fill_runs, fill_runs_reference, finalize_windows, runs_disjoint, window_reduce,
@@ -84,9 +84,36 @@ class BatchProcessor:
         largest global key any pair needs from each block) only the needed prefix is inflated."""
         c = self.collection
         files = c._leaf_file[leaf_ids]
+        described = self.describe(leaf_ids, need_key) if c._all_local else None
         if need_key is not None:
             need_key = need_key - c._track_base[files]
-        return self._fetcher.fetch(c.files, files, c._leaf_local[leaf_ids], c._leaf_offset[leaf_ids], need_key)
+        return self._fetcher.fetch(c.files, files, c._leaf_local[leaf_ids], c._leaf_offset[leaf_ids], need_key,
+                                   described)
+
+    def describe(self, leaf_ids, need_key=None) -> dict:
+        """`decode.cpu.describe_blocks` for these blocks, from the collection's flat per-block and
+        per-file arrays in a few vector operations (no loop over files)."""
+        c = self.collection
+        fe = self._fetcher
+        files = c._leaf_file[leaf_ids]
+        n = len(leaf_ids)
+        compressed = c._file_compressed[files]
+        ubs = c._file_ubs[files]
+        p = {"fd": c._file_fd[files], "offset": c._leaf_offset[leaf_ids], "csize": c._leaf_size[leaf_ids],
+             "compressed": compressed, "ubs": ubs, "big": c._file_bigendian[files], "partial": np.zeros(n, bool),
+             "chrom": np.zeros(n, np.int64), "need_pos": np.zeros(n, np.int64), "want0": np.zeros(n, np.int64),
+             "local": c._all_local}
+        if need_key is None or not fe.partial or not n:
+            return p
+        sk, ek = c._leaf_start[leaf_ids], c._leaf_end[leaf_ids]
+        g = np.searchsorted(c._chrom_key_base, sk, side="right") - 1          # chromosome of the block start
+        g = np.clip(g, c._file_chrom_first[files], c._file_chrom_first[files] + np.maximum(c._file_n_chroms[files] - 1, 0))
+        frac = np.clip((need_key - sk) / np.maximum(ek - sk, 1), 0.0, 1.0)
+        p["chrom"] = g - c._file_chrom_first[files]
+        p["need_pos"] = need_key - c._chrom_key_base[g]
+        p["partial"] = compressed & (need_key < ek) & (frac < PARTIAL_MAX_FRACTION)
+        p["want0"] = np.maximum(512, (frac * ubs * PARTIAL_FIRST_GUESS).astype(np.int64))
+        return p
 
     def decode(self, leaf_ids, words):
         """Parse the section headers of fetched blocks -> (sections, section chrom index)."""
@@ -100,7 +127,12 @@ class BatchProcessor:
         def where(b):
             return files[b].path, int(offsets[b])
 
-        secs = parse_section_headers(words, swap, where)
+        secs = None
+        if self.kernel == "numba":
+            from .decode.sections_numba import parse_sections
+            secs = parse_sections(words, swap)
+        if secs is None:              # NumPy walk: also raises the precise error for a malformed block
+            secs = parse_section_headers(words, swap, where)
         sec_file = files_idx[secs.block]
         n_chroms = c._file_n_chroms[sec_file]
         bad = secs.chrom_id >= n_chroms

@@ -107,3 +107,27 @@ def test_disabled_by_environment(bw_files, monkeypatch):
         chrom = coll.files[0].chrom_names[0]
         coll.get_batch([chrom], [0], [1000])
         assert coll._processor._fetcher.blocks_native == 0
+
+
+def test_collection_describe_equals_per_file_describe(bw_files):
+    """BatchProcessor.describe (flat collection arrays) == decode.cpu.describe_blocks (per file)."""
+    from bwloader_core.decode.cpu import describe_blocks
+    files = list(bw_files.values())
+    with BigWigCollection([f.path for f in files]) as coll:
+        p = BatchProcessor(coll, n_threads=1)
+        rng = np.random.default_rng(4)
+        ids = np.unique(rng.integers(0, len(coll._leaf_file), 400))
+        ids = np.r_[0, ids, len(coll._leaf_file) - 1]
+        s, e = coll._leaf_start[ids], coll._leaf_end[ids]
+        need = s + (rng.random(len(ids)) * 1.3 * (e - s)).astype(np.int64)
+        got = p.describe(ids, need)
+        fidx = coll._leaf_file[ids]
+        want = describe_blocks(coll.files, fidx, coll._leaf_local[ids], need - coll._track_base[fidx], True)
+        comp = want["compressed"]       # chrom, need_pos and want0 only count for compressed blocks
+        for key in want:
+            a, b = np.asarray(got[key]), np.asarray(want[key])
+            if key in ("chrom", "need_pos", "want0"):
+                a, b = a[comp], b[comp]
+            np.testing.assert_array_equal(a, b, err_msg=key)
+        assert got["partial"].any() and not got["partial"].all()
+        p.close()

@@ -131,14 +131,15 @@ class BlockFetcher:
         self.blocks_native = 0      # blocks finished by the compiled path
         self.blocks_python = 0      # blocks read and inflated in Python
 
-    def fetch(self, files, file_of_block, local_of_block, offset_of_block, need_key=None) -> Words:
+    def fetch(self, files, file_of_block, local_of_block, offset_of_block, need_key=None, described=None) -> Words:
         """`files`: list of BigWigFile; per block: its file index, its index in that file, its offset,
         and optionally the largest position (file key) any query needs from it: blocks are then
-        inflated only up to the items that start before it (partial inflate)."""
+        inflated only up to the items that start before it (partial inflate). `described`: what
+        `describe_blocks` would return for them, when the caller has it at hand."""
         n = len(file_of_block)
         fidx = np.asarray(file_of_block, np.int64)
         local = np.asarray(local_of_block, np.int64)
-        p = describe_blocks(files, fidx, local, need_key, self.partial)
+        p = described if described is not None else describe_blocks(files, fidx, local, need_key, self.partial)
         caps, starts, total = slot_layout(p)
         slot_words = (caps + 3) // 4
         buf = self.buffer(total)
