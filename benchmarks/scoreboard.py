@@ -568,7 +568,11 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", help="write the Markdown report here (it is printed too)")
     ap.add_argument("--plot", help="write the samples/s plot (PNG) here")
-    ap.add_argument("--duration", type=float, default=None, help="seconds of timed calls per measurement (default 4)")
+    ap.add_argument("--duration", type=float, default=None,
+                    help="seconds of timed calls per reader and shape, split over the rounds (default 6)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="runs of each reader per shape, in alternating order (this VM drifts by 10-20%% within "
+                         "minutes; several short runs spread the drift over every reader)")
     ap.add_argument("--quick", action="store_true", help="about 1 s per measurement")
     ap.add_argument("--shapes", default="S1,S2,S3")
     ap.add_argument("--no-extras", action="store_true", help="only the shape table")
@@ -583,7 +587,8 @@ def main(argv=None):
         return 0
 
     t_start = time.perf_counter()
-    duration = args.duration or (1.0 if args.quick else 4.0)
+    duration = args.duration or (1.0 if args.quick else 6.0)
+    rounds = max(1, args.rounds if not args.quick else 1)
     shapes = [s for s in args.shapes.split(",") if s]
     WORK.mkdir(parents=True, exist_ok=True)
 
@@ -612,12 +617,17 @@ def main(argv=None):
     R: dict = {}
     for s in shapes:
         R[s] = {}
+        runs: dict = {k: [] for k in READERS}
+        for rnd in range(rounds):
+            for kind in (READERS if rnd % 2 == 0 else READERS[::-1]):
+                r = spawn(kind, log, shape=s, paths=paths, pools=pools[s][0], duration=duration / rounds,
+                          seed=args.seed)
+                if r:
+                    runs[kind].append(r)
+                    log(f"  {s} {kind:10s} round {rnd + 1}: {fmt_rate(r['samples_per_s']):>8} samples/s, peak RSS "
+                        f"{r['peak_rss_mb']:.0f} MiB ({r['batches']} batches, {r['wall_s']:.1f} s)")
         for kind in READERS:
-            r = spawn(kind, log, shape=s, paths=paths, pools=pools[s][0], duration=duration, seed=args.seed)
-            R[s][kind] = r
-            if r:
-                log(f"  {s} {kind:10s} {fmt_rate(r['samples_per_s']):>8} samples/s, peak RSS {r['peak_rss_mb']:.0f} MiB "
-                    f"({r['batches']} batches, {r['wall_s']:.1f} s)")
+            R[s][kind] = combine_runs(runs[kind]) if len(runs[kind]) == rounds else None
         bw = R[s].get("bwloader")
         if bw:
             r = spawn("inflate", log, shape=s, paths=paths, pools=pools[s][0], n_batches=min(40, bw["batches"]))
@@ -657,7 +667,7 @@ def main(argv=None):
                 log(f"  epochs cache_bytes={cb}: " + ", ".join(fmt_rate(x) for x in r["rates"]))
     load_end = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     total_s = time.perf_counter() - t_start
-    report = render(R, extras, shapes, duration, load_start, load_end, total_s, t_data, pools, paths)
+    report = render(R, extras, shapes, duration, rounds, load_start, load_end, total_s, t_data, pools, paths)
     print()
     print(report)
     if args.out:
@@ -735,7 +745,27 @@ def _flat(first, last):
     return abs(last[2] - first[2]) < 0.05 * max(first[2], 1) + 20
 
 
-def render(R, extras, shapes, duration, load_start, load_end, total_s, t_data, pools, paths):
+def combine_runs(runs):
+    """One result from a reader's rounds: samples/s = all samples / all timed seconds; counts and
+    times summed, peaks maxed, the rounds' own rates kept in `round_rates`."""
+    out = dict(runs[0])
+    samples = sum(r["samples_per_s"] * r["seconds"] for r in runs)
+    for k in ("batches", "seconds", "wall_s", "epochs"):
+        if k in out:
+            out[k] = sum(r[k] for r in runs)
+    out["samples_per_s"] = samples / out["seconds"]
+    out["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
+    out["rss_start_mb"] = min(r["rss_start_mb"] for r in runs)
+    out["load"] = [x for r in runs for x in r.get("load", [])]
+    if "per_batch_s" in out:
+        out["per_batch_s"] = [x for r in runs for x in r["per_batch_s"]]
+    if out.get("stages"):
+        out["stages"] = {k: sum(r["stages"].get(k, 0.0) for r in runs) for k in out["stages"]}
+    out["round_rates"] = [r["samples_per_s"] for r in runs]
+    return out
+
+
+def render(R, extras, shapes, duration, rounds, load_start, load_end, total_s, t_data, pools, paths):
     v = versions()
     L = []
     L.append("# bwloader scoreboard")
@@ -751,7 +781,9 @@ def render(R, extras, shapes, duration, load_start, load_end, total_s, t_data, p
     pool_txt = "; ".join(f"{s} {len(pools[s][1])} pool(s) of {'/'.join(map(str, pools[s][1]))}" for s in shapes)
     L.append(f"- Queries: random, block-disjoint within a pool (no two queries of a pool touch the same data block "
              f"of any file; every reader is reopened per pool, so no cache helps); {pool_txt} queries. Each reader "
-             f"runs in its own process for {duration:g} s of timed calls after one warm-up batch; warm page cache.")
+             f"runs in its own process, {rounds} run(s) per shape in alternating order (forward, backward, ...), "
+             f"{duration / rounds:g} s of timed calls each after one warm-up batch; samples/s = all samples / all "
+             "timed seconds of its runs (the runs' own rates are listed below the table); warm page cache.")
     L.append(f"- Run time {total_s:.0f} s, of which {t_data:.0f} s making or finding the generated data (cached after the first run).")
     L.append("")
 
@@ -779,6 +811,10 @@ def render(R, extras, shapes, duration, load_start, load_end, total_s, t_data, p
         L.append(f"| {_shape_label(s)} | {fmt_rate(bw)} | {fmt_rate(_rate(R, s, 'stream'))} | "
                  f"{fmt_rate(_rate(R, s, 'pyBigWig'))} | {fmt_rate(_rate(R, s, 'pybigtools'))} | {ratio_txt} | "
                  f">= {tgt:g}x: {yes(ratio >= tgt)} |")
+    L.append("")
+    L.append("Rates of the single runs (samples/s, in run order): " + "; ".join(
+        f"{s} {k} " + " / ".join(fmt_rate(x) for x in R[s][k]["round_rates"])
+        for s in shapes for k in READERS if R.get(s, {}).get(k) and "round_rates" in R[s][k]) + ".")
     L.append("")
     L.append("Stream output shapes: " + ", ".join(
         f"{s} {tuple(R[s]['stream']['batch_shape'])}" for s in shapes if R.get(s, {}).get("stream")) + ".")
