@@ -15,7 +15,7 @@ from .kernels.fill_numpy import (fill_runs, fill_runs_reference, finalize_window
 from .dtypes import cast_output
 
 STAGES = ("plan", "read+inflate", "decode", "search", "fill")
-PARALLEL_PAINT_MIN_ENTRIES = 256     # below this, one thread paints (thread hand-off costs more)
+PARALLEL_MIN_ENTRIES = 256     # below this, one thread searches and paints (hand-off costs more)
 
 
 @dataclass
@@ -119,13 +119,12 @@ class BatchProcessor:
         """Parse the section headers of fetched blocks -> (sections, section chrom index)."""
         c = self.collection
         files_idx = c._leaf_file[leaf_ids]
-        files = [c.files[i] for i in files_idx.tolist()]
         offsets = c._leaf_offset[leaf_ids]
         self.blocks_decoded += len(leaf_ids)
         swap = c._file_bigendian[files_idx]  # words are native; header word layout differs
 
         def where(b):
-            return files[b].path, int(offsets[b])
+            return c.files[int(files_idx[b])].path, int(offsets[b])
 
         secs = None
         if self.kernel == "numba":
@@ -157,9 +156,15 @@ class BatchProcessor:
         a = np.clip(key_lo[e_pair] - cb, 0, clen)
         b = np.clip(key_hi[e_pair] - cb, 0, clen)
         if self.kernel == "numba":
-            first, count = _numba_kernels().item_ranges(
-                words.words, secs.type[e_sec], secs.count[e_sec], secs.item_word[e_sec], secs.start[e_sec],
-                secs.step[e_sec], secs.span[e_sec], a, b)
+            args = (secs.type[e_sec], secs.count[e_sec], secs.item_word[e_sec], secs.start[e_sec], secs.step[e_sec],
+                    secs.span[e_sec], a, b)
+            # bisection is bound by memory latency: both threads, on halves of the entries
+            parts = self._fetcher.n_threads if len(e_sec) >= PARALLEL_MIN_ENTRIES else 1
+            cut = np.linspace(0, len(e_sec), parts + 1).astype(np.int64)
+            halves = self._fetcher.map(lambda i: _numba_kernels().item_ranges(
+                words.words, *(x[cut[i]:cut[i + 1]] for x in args)), range(parts))
+            first = np.concatenate([h[0] for h in halves])
+            count = np.concatenate([h[1] for h in halves])
         else:
             first, count = item_ranges(words, secs, e_sec, a, b)
         count = np.where(b > a, count, 0)
@@ -192,7 +197,7 @@ class BatchProcessor:
                     e.origin, sc)
             if window_size == 1:
                 out = np.empty((B, L, T), work)
-                parts = self._fetcher.n_threads if len(e.pair) >= PARALLEL_PAINT_MIN_ENTRIES else 1
+                parts = self._fetcher.n_threads if len(e.pair) >= PARALLEL_MIN_ENTRIES else 1
                 rows = e.pair % max(B, 1)
 
                 def paint_rows(i):     # rows b with b * parts // B == i: the default, then the items
