@@ -8,8 +8,9 @@ from collections import OrderedDict
 class BlockCache:
     """Least-recently-used cache of inflated blocks, bounded by bytes. Thread-safe.
 
-    Keys are (file index, block index); values are the inflated bytes. `capacity_bytes=0`
-    disables it (every lookup misses, nothing is stored)."""
+    Keys are (file index, block index); values are what the fetcher stores (its placed words),
+    counted at `size` bytes. `capacity_bytes=0` disables it (every lookup misses, nothing is
+    stored)."""
 
     def __init__(self, capacity_bytes: int = 0):
         if capacity_bytes < 0:
@@ -32,21 +33,21 @@ class BlockCache:
                 return None
             self._data.move_to_end(key)
             self.hits += 1
-            return v
+            return v[0]
 
-    def put(self, key, value: bytes):
-        n = len(value)
+    def put(self, key, value, size: int | None = None):
+        n = len(value) if size is None else int(size)
         if n > self.capacity:
             return
         with self._lock:
             old = self._data.pop(key, None)
             if old is not None:
-                self._bytes -= len(old)
-            self._data[key] = value
+                self._bytes -= old[1]
+            self._data[key] = (value, n)
             self._bytes += n
             while self._bytes > self.capacity:
-                _, v = self._data.popitem(last=False)
-                self._bytes -= len(v)
+                _, (_, size_old) = self._data.popitem(last=False)
+                self._bytes -= size_old
 
     @property
     def nbytes(self) -> int:

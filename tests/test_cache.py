@@ -32,6 +32,25 @@ def test_cached_values_equal_uncached(bw_files, name):
         s = cached.cache.stats()
         assert s["hits"] >= 2 * s["misses"] > 0
         assert s["bytes"] <= s["capacity_bytes"]
+        fetcher = cached._processor._fetcher
+        assert fetcher.blocks_native > 0 and fetcher.blocks_python == 0    # misses took the compiled path
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_cache_filled_by_either_path_serves_the_other(bw_files, native):
+    """Blocks cached by the Python path are read back by the compiled one and the other way round."""
+    f = bw_files["bigendian"]
+    rng = np.random.default_rng(8)
+    chroms, starts, ends = df.random_queries(f, rng, 800, 48)
+    with BigWigCollection([f.path]) as plain, BigWigCollection([f.path], cache_bytes=1 << 26) as cached:
+        ref = plain.get_batch(chroms, starts, ends, default_value=np.nan)
+        cached.get_batch(chroms[:1], starts[:1], ends[:1])
+        fetcher = cached._processor._fetcher
+        fetcher.native = native
+        np.testing.assert_array_equal(cached.get_batch(chroms, starts, ends, default_value=np.nan), ref)
+        fetcher.native = not native
+        np.testing.assert_array_equal(cached.get_batch(chroms, starts, ends, default_value=np.nan), ref)
+        assert cached.cache.stats()["hits"] > 0
 
 
 def test_small_cache_stays_within_its_bound(bw_files):

@@ -146,8 +146,11 @@ class BlockFetcher:
         nbytes = np.zeros(n, np.int64)
         overflow: dict = {}
         todo = np.arange(n)
-        if n and self.native and not self.cache and p["local"] and _native_available():
-            todo = self._fetch_native(p, caps, starts, buf, nbytes)
+        if n and self.native and p["local"] and _native_available():
+            if self.cache:
+                todo = self._fetch_native_cached(fidx, local, p, caps, starts, buf, nbytes)
+            else:
+                todo = self._fetch_native(p, caps, starts, buf, nbytes)
         self.blocks_native += n - len(todo)
         self.blocks_python += len(todo)
         if len(todo):
@@ -179,6 +182,29 @@ class BlockFetcher:
         status = np.empty(len(caps), np.uint8)
         self.bytes_read += run_native(self._pool, self.n_threads, p, caps, starts, buf, nbytes, status)
         return np.flatnonzero(status != native.OK)
+
+    def _fetch_native_cached(self, fidx, local, p, caps, starts, buf, nbytes):
+        """Cache hits copied into their slots, misses fetched whole on the compiled path and stored;
+        the blocks it hands back (for the Python path)."""
+        from . import native
+        keys = list(zip(fidx.tolist(), local.tolist()))
+        miss = []
+        for k, key in enumerate(keys):
+            if not _place_cached(self.cache.get(key), buf, starts, nbytes, k):
+                miss.append(k)
+        miss = np.array(miss, np.int64)
+        if not len(miss):
+            return miss
+        sub = {key: (v[miss] if isinstance(v, np.ndarray) else v) for key, v in p.items()}
+        sub["partial"] = np.zeros(len(miss), bool)      # the cache keeps whole blocks
+        status = np.empty(len(miss), np.uint8)
+        got = np.zeros(len(miss), np.int64)
+        self.bytes_read += run_native(self._pool, self.n_threads, sub, caps[miss], starts[miss], buf, got, status)
+        done = miss[status == native.OK]
+        nbytes[done] = got[status == native.OK]
+        for k in done.tolist():
+            _cache_slot(self.cache, keys[k], buf, int(starts[k]), int(nbytes[k]))
+        return miss[status != native.OK]
 
     def buffer(self, n_words: int) -> np.ndarray:
         """The reusable word buffer, grown to at least `n_words` (kept: no page faults per batch)."""
@@ -292,12 +318,12 @@ def _fetch_blocks(ks, files, fidx, local, offsets, starts, slot_words, buf, nbyt
         run = ks[i:j]
         f = files[fidx[run[0]]]
         blocks = {}
+        placed = set()
         if cache:
             for k in run:
-                hit = cache.get((fidx[k], int(local[k])))
-                if hit is not None:
-                    blocks[k] = hit
-        miss = [k for k in run if k not in blocks]
+                if _place_cached(cache.get((fidx[k], int(local[k]))), buf, starts, nbytes, k):
+                    placed.add(k)
+        miss = [k for k in run if k not in placed]
         if miss:
             raw = f.read_blocks(local[miss])
             for k, data in zip(miss, raw):
@@ -308,18 +334,34 @@ def _fetch_blocks(ks, files, fidx, local, offsets, starts, slot_words, buf, nbyt
                                           int(f.block_start_key[jl]), int(f.block_end_key[jl]))
                 else:
                     out = inflate_one(f, data, int(offsets[k]))
-                if cache:
-                    out = bytes(out)
-                    cache.put((fidx[k], int(local[k])), out)
                 blocks[k] = out
-        for k in run:
+        for k in miss:
             out = blocks[k]
             if (len(out) + 3) // 4 > slot_words[k]:
                 overflow[k] = (out, f.byteorder)      # dict item assignment is atomic under the GIL
             else:
                 _place(out, f.byteorder, int(starts[k]), buf, nbytes, k)
+                if cache:
+                    _cache_slot(cache, (fidx[k], int(local[k])), buf, int(starts[k]), int(nbytes[k]))
         i = j
     return read
+
+
+def _cache_slot(cache, key, buf, w0, m):
+    """Store a placed block: its byte length and a copy of its native words."""
+    nw = (m + 3) // 4
+    cache.put(key, (m, buf[w0:w0 + nw].copy()), size=nw * 4)
+
+
+def _place_cached(hit, buf, starts, nbytes, k) -> bool:
+    """Copy a cached block (see `_cache_slot`) into slot k; False for a miss."""
+    if hit is None:
+        return False
+    m, words = hit
+    w0 = int(starts[k])
+    buf[w0:w0 + len(words)] = words
+    nbytes[k] = m
+    return True
 
 
 def _place(out, byteorder, w0, buf, nbytes, k):
