@@ -160,3 +160,37 @@ def test_section_walk_numba_equals_numpy(bw_files, name):
         words.block_nbytes[0] = 30
         assert parse_sections(words, swap) is None
         p.close()
+
+
+@pytest.mark.parametrize("typ", [1, 2])
+def test_item_ranges_on_clustered_items(typ):
+    """Very uneven item spacing (where the interpolated first guess is far off) gives the same
+    ranges as the NumPy bisection."""
+    from bwloader_core.decode.sections import Sections, Words, item_ranges
+    from bwloader_core.kernels import fill_numba
+    rng = np.random.default_rng(12)
+    words, secs = [], []
+    for n in (1, 2, 7, 500, 3000):
+        gaps = np.where(rng.random(n) < 0.05, rng.integers(1000, 100000, n), rng.integers(1, 30, n))
+        starts = 100 + np.cumsum(gaps)
+        lens = rng.integers(1, 25, n)
+        base = len(words) + 6
+        secs.append((base, n, int(starts[0]), int(starts[-1] + lens[-1])))
+        words.extend([0] * 6)
+        for s, ln in zip(starts.tolist(), lens.tolist()):
+            words.extend([s, s + ln, 0] if typ == 1 else [s, 0])
+    w = Words(np.array(words, np.uint32), np.zeros(1, np.int64), np.array([len(words) * 4]))
+    col = lambda i: np.array([x[i] for x in secs], np.int64)  # noqa: E731
+    m = len(secs)
+    s = Sections(np.zeros(m, np.int64), np.zeros(m, np.int64), col(2), col(3), np.zeros(m, np.int64),
+                 np.full(m, 10, np.int64), np.full(m, typ, np.int64), col(1), col(0))
+    sec = np.repeat(np.arange(m), 400)
+    lo, hi = s.start[sec] - 2000, s.end[sec] + 2000
+    a = lo + (rng.random(len(sec)) * (hi - lo)).astype(np.int64)
+    b = a + rng.integers(0, 5000, len(sec))
+    want = item_ranges(w, s, sec, a, b)
+    got = fill_numba.item_ranges(w.words, s.type[sec], s.count[sec], s.item_word[sec], s.start[sec], s.step[sec],
+                                 s.span[sec], a, b)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    assert (want[1] > 0).mean() > 0.1
