@@ -106,10 +106,11 @@ class BatchProcessor:
         if need_key is None or not fe.partial or not n:
             return p
         sk, ek = c._leaf_start[leaf_ids], c._leaf_end[leaf_ids]
+        first = c._file_chrom_first[files]
         g = np.searchsorted(c._chrom_key_base, sk, side="right") - 1          # chromosome of the block start
-        g = np.clip(g, c._file_chrom_first[files], c._file_chrom_first[files] + np.maximum(c._file_n_chroms[files] - 1, 0))
+        g = np.clip(g, first, first + np.maximum(c._file_n_chroms[files] - 1, 0))
         frac = np.clip((need_key - sk) / np.maximum(ek - sk, 1), 0.0, 1.0)
-        p["chrom"] = g - c._file_chrom_first[files]
+        p["chrom"] = g - first
         p["need_pos"] = need_key - c._chrom_key_base[g]
         p["partial"] = compressed & (need_key < ek) & (frac < PARTIAL_MAX_FRACTION)
         p["want0"] = np.maximum(512, (frac * ubs * PARTIAL_FIRST_GUESS).astype(np.int64))
@@ -158,13 +159,13 @@ class BatchProcessor:
         if self.kernel == "numba":
             args = (secs.type[e_sec], secs.count[e_sec], secs.item_word[e_sec], secs.start[e_sec], secs.step[e_sec],
                     secs.span[e_sec], a, b)
-            # bisection is bound by memory latency: both threads, on halves of the entries
+            # the search waits on memory (the words are cold): every thread takes a share of the entries
             parts = self._fetcher.n_threads if len(e_sec) >= PARALLEL_MIN_ENTRIES else 1
             cut = np.linspace(0, len(e_sec), parts + 1).astype(np.int64)
-            halves = self._fetcher.map(lambda i: _numba_kernels().item_ranges(
+            shares = self._fetcher.map(lambda i: _numba_kernels().item_ranges(
                 words.words, *(x[cut[i]:cut[i + 1]] for x in args)), range(parts))
-            first = np.concatenate([h[0] for h in halves])
-            count = np.concatenate([h[1] for h in halves])
+            first = np.concatenate([r[0] for r in shares])
+            count = np.concatenate([r[1] for r in shares])
         else:
             first, count = item_ranges(words, secs, e_sec, a, b)
         count = np.where(b > a, count, 0)

@@ -1,8 +1,9 @@
 """Read and inflate data blocks on CPU threads, straight into one word buffer.
 
-Each thread reads (coalesced preads) and inflates (libdeflate, which releases the GIL) a
-contiguous chunk of the batch's blocks and copies them into their slots of a shared buffer, so
-no single-threaded concatenation is needed afterwards.
+Every block has a slot in a shared buffer; threads fill contiguous chunks of slots, so no
+single-threaded concatenation is needed afterwards. Local files take the compiled path
+(`decode.native`: pread and inflate in one numba call per chunk, no GIL held); URLs and blocks that
+path hands back take the Python path here (coalesced preads, libdeflate / zlib-ng from Python).
 """
 from __future__ import annotations
 
@@ -116,7 +117,7 @@ class BlockFetcher:
     """Reads and inflates a batch's blocks into a reusable buffer, using a thread pool.
 
     Local files go through the compiled path (`decode.native`: pread + inflate per thread, GIL
-    released) when it is available and no cache is set; URLs, cached reads and the blocks the
+    released) when it is available, with or without a block cache; URLs and the blocks the
     compiled path hands back go through Python (`_fetch_blocks`)."""
 
     def __init__(self, n_threads: int, cache=None):
