@@ -77,7 +77,8 @@ class BatchProcessor:
         ids = np.repeat(lo - (np.cumsum(n) - n), n) + np.arange(m)
         keep = c._leaf_end[ids] > key_lo[pair]
         pair, ids = pair[keep], ids[keep]
-        return np.unique(ids), pair, ids
+        leaves = np.sort(ids)                  # np.unique: same result, ~10x slower here (hashing)
+        return leaves[np.r_[True, leaves[1:] != leaves[:-1]]] if len(leaves) else leaves, pair, ids
 
     def fetch(self, leaf_ids, need_key=None):
         """Read (coalesced) and inflate every block into one word buffer; with `need_key` (the
