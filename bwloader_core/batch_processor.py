@@ -197,20 +197,28 @@ class BatchProcessor:
             args = (words.words, words.words.view(np.float32), e.pair, secs.type[e.sec], secs.item_word[e.sec],
                     e.first, e.count, secs.start[e.sec], secs.step[e.sec], secs.span[e.sec], e.a, e.b,
                     e.origin, sc)
+            parts = self._fetcher.n_threads if len(e.pair) >= PARALLEL_MIN_ENTRIES else 1
+            rows = e.pair % max(B, 1)
+
+            def entries_of(i):         # rows b with b * parts // B == i: disjoint output per thread
+                return np.flatnonzero(rows * parts // B == i)
+
             if window_size == 1:
                 out = np.empty((B, L, T), work)
-                parts = self._fetcher.n_threads if len(e.pair) >= PARALLEL_MIN_ENTRIES else 1
-                rows = e.pair % max(B, 1)
 
-                def paint_rows(i):     # rows b with b * parts // B == i: the default, then the items
+                def paint_rows(i):     # the default, then the items
                     out[-(-i * B // parts):-(-(i + 1) * B // parts)] = default_value
-                    nb.paint(*args, B, out, np.flatnonzero(rows * parts // B == i))
+                    nb.paint(*args, B, out, entries_of(i))
 
                 self._fetcher.map(paint_rows, range(parts))
                 return out
-            ok, sums, covered, acc = nb.window_accumulate(
-                *args, T * B, L, window_size, bool(np.isnan(default_value)), reduce in ("max", "min"),
-                reduce == "max")
+            n_win = T * B * (L // window_size)
+            sums, covered = np.zeros(n_win), np.zeros(n_win)
+            acc = np.full(n_win, -np.inf if reduce == "max" else np.inf)
+            last = np.full(T * B, -1, np.int64)
+            ok = all(self._fetcher.map(lambda i: nb.window_accumulate(
+                *args, L, window_size, bool(np.isnan(default_value)), reduce in ("max", "min"), reduce == "max",
+                entries_of(i), sums, covered, acc, last), range(parts)))
             if ok:
                 red = finalize_windows(sums, covered, acc, window_size, reduce, default_value)
                 return red.reshape(T, B, -1).transpose(1, 2, 0)

@@ -194,3 +194,41 @@ def test_item_ranges_on_clustered_items(typ):
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
     assert (want[1] > 0).mean() > 0.1
+
+
+@pytest.mark.parametrize("name", ["pybigwig_mixed", "bigendian", "pybigwig_fixedstep"])
+def test_threaded_search_and_fill_equal_one_thread(bw_files, name):
+    """Search, paint and window sums split over threads by output rows give the one-thread result."""
+    f = bw_files[name]
+    with BigWigCollection([f.path] * 3, track_names=["a", "b", "c"], scaling=[1.0, 2.0, 0.5]) as coll:
+        rng = np.random.default_rng(13)
+        chroms, starts, ends = df.random_queries(f, rng, 1200, 200)
+        one = BatchProcessor(coll, n_threads=1)
+        many = BatchProcessor(coll, n_threads=3)
+        try:
+            for window, reduce in CASES:
+                for default in (np.nan, 0.0):
+                    a = one.process(chroms, starts, ends, window_size=window, reduce=reduce, default_value=default)
+                    b = many.process(chroms, starts, ends, window_size=window, reduce=reduce, default_value=default)
+                    np.testing.assert_array_equal(a, b, err_msg=f"{name} window={window} {reduce}")
+        finally:
+            one.close()
+            many.close()
+
+
+@pytest.mark.filterwarnings("ignore:Mean of empty slice")
+def test_threaded_windows_fall_back_on_overlaps(overlapping_file):
+    """Overlapping records make a thread's window sums bail out; the batch then takes the reference
+    path and still equals pyBigWig."""
+    with BigWigCollection([overlapping_file] * 2, track_names=["a", "b"]) as coll:
+        p = BatchProcessor(coll, n_threads=2)
+        starts = np.arange(0, 4000, 10)[:300]
+        got = p.process(["chr1"] * len(starts), starts, starts + 1000, window_size=50, reduce="mean",
+                        default_value=np.nan)
+        bw = pyBigWig.open(overlapping_file)
+        for i in (0, 57, 299):
+            v = np.asarray(bw.values("chr1", int(starts[i]), int(starts[i]) + 1000), np.float64)
+            want = np.nanmean(v.reshape(-1, 50), axis=1)
+            np.testing.assert_allclose(got[i, :, 0], want, rtol=1e-6, equal_nan=True)
+        bw.close()
+        p.close()

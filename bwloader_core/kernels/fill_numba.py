@@ -51,16 +51,17 @@ def paint(words, fwords, e_pair, e_type, e_item_word, e_first, e_count, e_sstart
 
 @njit(nogil=True, cache=True)
 def window_accumulate(words, fwords, e_pair, e_type, e_item_word, e_first, e_count, e_sstart, e_step,
-                      e_span, e_a, e_b, e_o, e_scale, n_pairs, length, w, skip_nan, want_extreme, is_max):
-    """Per (pair, window): sum of value * bases, covered bases, and max or min, from disjoint
-    runs. Returns ok=False at the first overlap (the caller then takes the reference path)."""
+                      e_span, e_a, e_b, e_o, e_scale, length, w, skip_nan, want_extreme, is_max, entries,
+                      sums, covered, acc, last):
+    """Per (pair, window) of the entries listed (ascending) in `entries`: sum of value * bases,
+    covered bases, and max or min, from disjoint runs, into sums / covered / acc (pair-major,
+    length // w windows each; acc starts at -inf for max, +inf for min) with `last` (per pair,
+    -1 at first) the end of the pair's last run. Returns False at the first overlap (the caller
+    then takes the reference path). Threads given entries of disjoint pairs write disjoint memory."""
     nw = length // w
     lim = nw * w
-    sums = np.zeros(n_pairs * nw)
-    covered = np.zeros(n_pairs * nw)
-    acc = np.full(n_pairs * nw, -np.inf if is_max else np.inf)
-    last = np.full(n_pairs, -1, np.int64)
-    for k in range(e_pair.shape[0]):
+    for j in range(entries.shape[0]):
+        k = entries[j]
         p = e_pair[k]
         a, bb, o, sc = e_a[k], e_b[k], e_o[k], e_scale[k]
         for i in range(e_first[k], e_first[k] + e_count[k]):
@@ -70,7 +71,7 @@ def window_accumulate(words, fwords, e_pair, e_type, e_item_word, e_first, e_cou
             if le <= ls:
                 continue
             if ls < last[p]:
-                return False, sums, covered, acc
+                return False
             last[p] = le
             if le > lim:
                 le = lim
@@ -92,7 +93,7 @@ def window_accumulate(words, fwords, e_pair, e_type, e_item_word, e_first, e_cou
                             acc[f] = val
                     elif val < acc[f] or np.isnan(val):
                         acc[f] = val
-    return True, sums, covered, acc
+    return True
 
 
 @njit(nogil=True, cache=True, inline="always")
