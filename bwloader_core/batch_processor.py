@@ -64,6 +64,7 @@ class BatchProcessor:
         self.timings = dict.fromkeys(STAGES, 0.0)
         self.last_timings = dict.fromkeys(STAGES, 0.0)
         self.blocks_decoded = 0
+        self._win_bufs = (np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0, np.int64))
 
     # -- stages ---------------------------------------------------------------------------------
     def plan(self, key_lo, key_hi):
@@ -172,6 +173,18 @@ class BatchProcessor:
         count = np.where(b > a, count, 0)
         return Entries(e_pair, e_sec, a, b, origin[e_pair] - cb, first, count)
 
+    def _window_buffers(self, n_windows, n_pairs):
+        """Zeroed sums and covered, acc and last (per pair, -1) for `window_accumulate`. Kept between
+        batches: fresh pages would fault inside the threads, which then wait on each other."""
+        if len(self._win_bufs[0]) < n_windows or len(self._win_bufs[3]) < n_pairs:
+            nw, npairs = max(n_windows, len(self._win_bufs[0])), max(n_pairs, len(self._win_bufs[3]))
+            self._win_bufs = (np.empty(nw), np.empty(nw), np.empty(nw), np.empty(npairs, np.int64))
+        sums, covered, acc, last = (b[:n] for b, n in zip(self._win_bufs, (n_windows,) * 3 + (n_pairs,)))
+        sums.fill(0.0)
+        covered.fill(0.0)
+        last.fill(-1)
+        return sums, covered, acc, last
+
     @staticmethod
     def runs(words, secs, e: Entries):
         """The items of every entry as runs (pair, local start, local end, value float32, entry), in
@@ -212,10 +225,8 @@ class BatchProcessor:
 
                 self._fetcher.map(paint_rows, range(parts))
                 return out
-            n_win = T * B * (L // window_size)
-            sums, covered = np.zeros(n_win), np.zeros(n_win)
-            acc = np.full(n_win, -np.inf if reduce == "max" else np.inf)
-            last = np.full(T * B, -1, np.int64)
+            sums, covered, acc, last = self._window_buffers(T * B * (L // window_size), T * B)
+            acc.fill(-np.inf if reduce == "max" else np.inf)
             ok = all(self._fetcher.map(lambda i: nb.window_accumulate(
                 *args, L, window_size, bool(np.isnan(default_value)), reduce in ("max", "min"), reduce == "max",
                 entries_of(i), sums, covered, acc, last), range(parts)))
