@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .decode.cpu import PARTIAL_FIRST_GUESS, PARTIAL_MAX_FRACTION, BlockFetcher
+from .decode.cpu import BlockFetcher, partial_plan
 from .decode.sections import expand_records, item_ranges, parse_section_headers
 from .errors import BigWigFormatError
 from .kernels.fill_numpy import (fill_runs, fill_runs_reference, finalize_windows, runs_disjoint, window_reduce,
@@ -111,11 +111,10 @@ class BatchProcessor:
         first = c._file_chrom_first[files]
         g = np.searchsorted(c._chrom_key_base, sk, side="right") - 1          # chromosome of the block start
         g = np.clip(g, first, first + np.maximum(c._file_n_chroms[files] - 1, 0))
-        frac = np.clip((need_key - sk) / np.maximum(ek - sk, 1), 0.0, 1.0)
         p["chrom"] = g - first
         p["need_pos"] = need_key - c._chrom_key_base[g]
-        p["partial"] = compressed & (need_key < ek) & (frac < PARTIAL_MAX_FRACTION)
-        p["want0"] = np.maximum(512, (frac * ubs * PARTIAL_FIRST_GUESS).astype(np.int64))
+        partial, p["want0"] = partial_plan(need_key, sk, ek, ubs)
+        p["partial"] = compressed & partial
         return p
 
     def decode(self, leaf_ids, words):
@@ -162,7 +161,7 @@ class BatchProcessor:
             args = (secs.type[e_sec], secs.count[e_sec], secs.item_word[e_sec], secs.start[e_sec], secs.step[e_sec],
                     secs.span[e_sec], a, b)
             # the search waits on memory (the words are cold): every thread takes a share of the entries
-            parts = self._fetcher.n_threads if len(e_sec) >= PARALLEL_MIN_ENTRIES else 1
+            parts = self._shares(len(e_sec))
             cut = np.linspace(0, len(e_sec), parts + 1).astype(np.int64)
             shares = self._fetcher.map(lambda i: _numba_kernels().item_ranges(
                 words.words, *(x[cut[i]:cut[i + 1]] for x in args)), range(parts))
@@ -172,6 +171,10 @@ class BatchProcessor:
             first, count = item_ranges(words, secs, e_sec, a, b)
         count = np.where(b > a, count, 0)
         return Entries(e_pair, e_sec, a, b, origin[e_pair] - cb, first, count)
+
+    def _shares(self, n_entries) -> int:
+        """Threads to split `n_entries` search / fill entries over (one below PARALLEL_MIN_ENTRIES)."""
+        return self._fetcher.n_threads if n_entries >= PARALLEL_MIN_ENTRIES else 1
 
     def _window_buffers(self, n_windows, n_pairs):
         """Zeroed sums and covered, acc and last (per pair, -1) for `window_accumulate`. Kept between
@@ -210,7 +213,7 @@ class BatchProcessor:
             args = (words.words, words.words.view(np.float32), e.pair, secs.type[e.sec], secs.item_word[e.sec],
                     e.first, e.count, secs.start[e.sec], secs.step[e.sec], secs.span[e.sec], e.a, e.b,
                     e.origin, sc)
-            parts = self._fetcher.n_threads if len(e.pair) >= PARALLEL_MIN_ENTRIES else 1
+            parts = self._shares(len(e.pair))
             rows = e.pair % max(B, 1)
 
             def entries_of(i):         # rows b with b * parts // B == i: disjoint output per thread

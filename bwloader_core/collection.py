@@ -124,7 +124,7 @@ class BigWigCollection:
         self._leaf_start = np.concatenate([self._track_base[t] + f.block_start_key for t, f in enumerate(files)])
         self._leaf_end = np.concatenate([self._track_base[t] + f.block_end_key for t, f in enumerate(files)])
         self._leaf_offset = np.concatenate([f.block_offset for f in files])
-        self._leaf_size = np.concatenate([f.block_size for f in files]).astype(np.int64)
+        self._leaf_size = np.concatenate([f.block_size for f in files]).astype(np.int64, copy=False)
         self._file_compressed = np.array([f.compressed for f in files], bool)
         self._file_ubs = np.array([f.uncompress_buf_size if f.compressed else 0 for f in files], np.int64)
         fds = [f.local_fd for f in files]

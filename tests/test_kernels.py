@@ -1,4 +1,6 @@
 """The compiled (numba) kernels equal the NumPy reference; the NumPy fast paths equal the dense ones."""
+from contextlib import contextmanager
+
 import numpy as np
 import pytest
 
@@ -33,16 +35,24 @@ def test_numba_equals_numpy_on_every_fixture(bw_files, name):
                 p.close()
 
 
+@contextmanager
+def every_block(path):
+    """A one-thread processor over one file and all its blocks fetched whole: (file, ids, words, processor)."""
+    with BigWigCollection([path]) as coll:
+        p = BatchProcessor(coll, n_threads=1)
+        try:
+            ids = np.arange(coll.files[0].n_blocks)
+            yield coll.files[0], ids, p.fetch(ids), p
+        finally:
+            p.close()
+
+
 @pytest.mark.parametrize("name", df.FIXTURE_NAMES)
 def test_item_ranges_numba_equals_numpy(bw_files, name):
     """Every section of the file against random ranges, some empty, some past its ends."""
     from bwloader_core.decode.sections import item_ranges
     from bwloader_core.kernels import fill_numba
-    f = bw_files[name]
-    with BigWigCollection([f.path]) as coll:
-        p = BatchProcessor(coll, n_threads=1)
-        ids = np.arange(coll.files[0].n_blocks)
-        words = p.fetch(ids)
+    with every_block(bw_files[name].path) as (_, ids, words, p):
         secs, _ = p.decode(ids, words)
         rng = np.random.default_rng(3)
         sec = np.repeat(np.arange(len(secs.start)), 20)
@@ -54,7 +64,6 @@ def test_item_ranges_numba_equals_numpy(bw_files, name):
         np.testing.assert_array_equal(got[0], want[0])
         np.testing.assert_array_equal(got[1], want[1])
         assert got[1].sum() > 0
-        p.close()
 
 
 @pytest.fixture(scope="module")
@@ -145,13 +154,9 @@ def test_window_reduce_from_runs_equals_dense():
 def test_section_walk_numba_equals_numpy(bw_files, name):
     from bwloader_core.decode.sections import parse_section_headers
     from bwloader_core.decode.sections_numba import parse_sections
-    f = bw_files[name]
-    with BigWigCollection([f.path]) as coll:
-        p = BatchProcessor(coll, n_threads=1)
-        ids = np.arange(coll.files[0].n_blocks)
-        words = p.fetch(ids)
-        swap = np.full(len(ids), coll.files[0].byteorder == ">")
-        want = parse_section_headers(words, swap, lambda b: (f.path, 0))
+    with every_block(bw_files[name].path) as (bw, ids, words, _):
+        swap = np.full(len(ids), bw.byteorder == ">")
+        want = parse_section_headers(words, swap, lambda b: (bw.path, 0))
         got = parse_sections(words, swap)
         for field in ("block", "chrom_id", "start", "end", "step", "span", "type", "count", "item_word"):
             np.testing.assert_array_equal(getattr(got, field), getattr(want, field), err_msg=field)
@@ -159,7 +164,6 @@ def test_section_walk_numba_equals_numpy(bw_files, name):
         # a block that ends inside a section: the compiled walk declines, the NumPy walk names it
         words.block_nbytes[0] = 30
         assert parse_sections(words, swap) is None
-        p.close()
 
 
 @pytest.mark.parametrize("typ", [1, 2])

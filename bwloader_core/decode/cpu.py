@@ -301,11 +301,17 @@ def describe_blocks(files, fidx, local, need_key, partial):
         chrom = np.clip(np.searchsorted(f.chrom_offsets, sk, side="right") - 1, 0, max(len(f.chrom_names) - 1, 0))
         p["chrom"][idx] = chrom
         p["need_pos"][idx] = need - f.chrom_offsets[chrom]
-        frac = np.clip((need - sk) / np.maximum(ek - sk, 1), 0.0, 1.0)
-        p["partial"][idx] = (need < ek) & (frac < PARTIAL_MAX_FRACTION)
-        # first guess a little short: the items it yields then estimate the rest closely (native._enough)
-        p["want0"][idx] = np.maximum(512, (frac * f.uncompress_buf_size * PARTIAL_FIRST_GUESS).astype(np.int64))
+        p["partial"][idx], p["want0"][idx] = partial_plan(need, sk, ek, f.uncompress_buf_size)
     return p
+
+
+def partial_plan(need, block_start, block_end, ubs):
+    """Per block (keys in one key space): whether to inflate it partially, and how many bytes the
+    first inflate call asks for."""
+    frac = np.clip((need - block_start) / np.maximum(block_end - block_start, 1), 0.0, 1.0)
+    partial = (need < block_end) & (frac < PARTIAL_MAX_FRACTION)
+    # first guess a little short: the items it yields then estimate the rest closely (native._enough)
+    return partial, np.maximum(512, (frac * ubs * PARTIAL_FIRST_GUESS).astype(np.int64))
 
 
 def _fetch_blocks(ks, files, fidx, local, offsets, starts, slot_words, buf, nbytes, cache, zng, need_key, overflow):
