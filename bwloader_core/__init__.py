@@ -1,6 +1,6 @@
 """bwloader: stream (batch, length, tracks) tensors from many bigWig files on CPU or GPU."""
 from .collection import BigWigCollection
-from .errors import BigWigFormatError
+from .errors import BigWigFormatError, BigWigReadError
 from .format import BigWigFile
 
 __version__ = "0.1.0"
@@ -16,7 +16,7 @@ _LAZY = {
     "QueryBatchGenerator": ".sampling",
     "ReferenceGenome": ".sequence",
 }
-__all__ = ["BigWigCollection", "BigWigFile", "BigWigFormatError", "__version__", *_LAZY]
+__all__ = ["BigWigCollection", "BigWigFile", "BigWigFormatError", "BigWigReadError", "__version__", *_LAZY]
 
 
 def __getattr__(name):

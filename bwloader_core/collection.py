@@ -68,10 +68,10 @@ class BigWigCollection:
         self._init_args = (list(self.paths), track_names, scaling, n_threads, int(cache_bytes),
                            backend if isinstance(backend, str) else self.device)
         self.cache = BlockCache(int(cache_bytes))
-        _ensure_fd_limit(len(self.paths))
+        from .io import is_url, reserve_handles
+        reserve_handles(sum(not is_url(p) for p in self.paths))
         self.files: list[BigWigFile] = []
         try:
-            from .io import is_url
             if sum(map(is_url, self.paths)) > 1:   # remote: open in parallel (round trips dominate)
                 from concurrent.futures import ThreadPoolExecutor
                 with ThreadPoolExecutor(min(16, len(self.paths))) as ex:
@@ -332,19 +332,6 @@ def _check_memory(batch, length, tracks, window_size, itemsize):
 def _reopen(paths, track_names, scaling, n_threads, cache_bytes, backend="cpu"):
     return BigWigCollection(paths, track_names=track_names, scaling=scaling, n_threads=n_threads,
                             cache_bytes=cache_bytes, backend=backend)
-
-
-def _ensure_fd_limit(n_files: int):
-    """Each open bigWig holds a file descriptor: raise the soft limit (up to the hard one) if needed."""
-    try:
-        import resource
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        need = n_files + 256
-        if soft != resource.RLIM_INFINITY and soft < need:
-            target = need if hard == resource.RLIM_INFINITY else min(need, hard)
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    except (ImportError, ValueError, OSError):
-        pass
 
 
 def _as_int_array(x, name):

@@ -32,8 +32,7 @@ class FlatIndex:
     file_big_endian: np.ndarray   # bool (T,)
     file_compressed: np.ndarray   # bool (T,)
     file_uncompress_buf_size: np.ndarray  # int64 (T,): 0 for uncompressed files
-    file_fd: np.ndarray           # int32 (T,): local descriptor, -1 for a URL
-    all_local: bool
+    all_local: bool               # every file is local (read by compiled preads through the descriptor pool)
     # per (file, global chromosome)
     chrom_key: np.ndarray         # int64 (T, G): key of base 0 of the chromosome in the file
     chrom_len: np.ndarray         # int64 (T, G): its length in the file, -1 where the file lacks it
@@ -83,7 +82,6 @@ class FlatIndex:
         nb = np.array([f.n_blocks for f in files], np.int64)
         cat = (lambda parts, dt: np.concatenate(parts).astype(dt, copy=False) if parts else np.zeros(0, dt))
         leaf_end = cat([track_base[t] + f.block_end_key for t, f in enumerate(files)], np.int64)
-        fds = [f.local_fd for f in files]
         return cls(
             chrom_names=tuple(chrom_sizes), chrom_sizes=chrom_sizes,
             track_base=_frozen(track_base),
@@ -93,8 +91,7 @@ class FlatIndex:
             file_compressed=_frozen(np.array([f.compressed for f in files], bool)),
             file_uncompress_buf_size=_frozen(np.array([f.uncompress_buf_size if f.compressed else 0
                                                        for f in files], np.int64)),
-            file_fd=_frozen(np.array([-1 if fd is None else fd for fd in fds], np.int32)),
-            all_local=all(fd is not None for fd in fds),
+            all_local=all(f.is_local for f in files),
             chrom_key=_frozen(chrom_key), chrom_len=_frozen(chrom_len),
             chrom_key_base=_frozen(cat(key_base, np.int64)), chrom_len_flat=_frozen(cat(len_flat, np.int64)),
             leaf_file=_frozen(np.repeat(np.arange(T, dtype=np.int64), nb)),

@@ -1,6 +1,10 @@
 """Reading byte ranges from bigWig files: positional reads with coalescing of neighbouring blocks.
 
-Local paths are read with ``os.pread`` (:class:`LocalSource`). URLs (``http://``, ``https://``,
+Local paths are read with ``os.pread`` (:class:`LocalSource`) through descriptors kept in one
+process-wide pool (:class:`HandlePool`, ``HANDLES``): any number of files opens under a low
+``ulimit -n`` (the soft limit is raised toward the hard one when needed; past it, descriptors
+are closed and reopened on demand). A file that cannot be opened or read is a
+:class:`~bwloader_core.errors.BigWigReadError` (an ``OSError``), never a format error. URLs (``http://``, ``https://``,
 ``s3://``, ``gs://``, any fsspec protocol) are read with fsspec range requests
 (:class:`RemoteSource`; ``pip install 'bwloader[remote]'``). Every other module reads bytes only
 through ``source.pread(offset, size, what)``, ``source.size``, ``source.path`` and ``source.close()``.
@@ -18,7 +22,10 @@ Remote reads, and the round trips they cost:
   locally) and the runs of one call are fetched concurrently (``pread_many``).
 - Transient failures (connection reset or dropped mid-response, timeouts, HTTP 5xx/429/408) are
   retried ``retries`` times in all, with ``backoff`` seconds between tries; 404/403 fail at once.
-  Every failure is a :class:`BigWigFormatError` naming the URL, with the cause chained.
+  Every failed request is a :class:`~bwloader_core.errors.BigWigReadError` (an ``OSError``: a 404
+  is a ``FileNotFoundError``, a 403 a ``PermissionError``, a timeout a ``TimeoutError``, a dropped
+  connection a ``ConnectionError``) naming the URL, with the cause chained; bytes that arrive but
+  are not a valid bigWig are a ``BigWigFormatError``.
 - Reads are thread-safe: fsspec runs requests on its own event loop thread.
 
 Tune with ``bwloader_core.io.REMOTE_OPTIONS`` (process-wide defaults, also used by
@@ -27,9 +34,12 @@ Tune with ``bwloader_core.io.REMOTE_OPTIONS`` (process-wide defaults, also used 
 """
 from __future__ import annotations
 
+import errno
 import itertools
+import logging
 import os
 import re
+import stat
 import threading
 import time
 import warnings
@@ -38,50 +48,380 @@ from collections import OrderedDict
 
 import numpy as np
 
-from .errors import BigWigFormatError
+from .errors import BigWigFormatError, BigWigReadError, read_error
 
 LOCAL_COALESCE_GAP = 4096
+log = logging.getLogger("bwloader")
+
+LOCAL_OPTIONS = {
+    # descriptors of local bigWigs kept open at once; None: from the soft RLIMIT_NOFILE (less a
+    # reserve for the rest of the process). Also BWLOADER_MAX_OPEN_FILES.
+    "max_open_files": None,
+}
+
+
+def _nofile_limits():
+    try:
+        import resource
+        return resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return None
+
+
+def _set_soft_limit(soft: int, hard) -> bool:
+    try:
+        import resource
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        return True
+    except (ImportError, OSError, ValueError):
+        return False
+
+
+class HandlePool:
+    """Process-wide bound on the open descriptors of local bigWig files.
+
+    Every `LocalSource` opens through the pool (`HANDLES`). While the files fit (the usual case:
+    `reserve_handles` raises the soft RLIMIT_NOFILE toward the hard limit for a large collection)
+    every descriptor stays open. Past the capacity (`capacity()`), the least recently used
+    descriptors that no read holds are closed, and reopened on demand; a reopened file must still
+    be the one first opened (same device, inode and size), else the read fails with
+    `BigWigReadError` (ESTALE).
+
+    A read pins the descriptors it uses (`acquire` / `acquire_many` ... `release`): a Python
+    `pread` pins one, the compiled fetch pins the files of one chunk of blocks for the chunk's
+    duration (`Lease`), so no descriptor is closed, and its number reused, under a read.
+    `acquire_many` takes all of its descriptors at once or waits (it never holds some while
+    waiting for others), so readers cannot deadlock."""
+
+    def __init__(self):
+        self._cond = threading.Condition(threading.Lock())
+        self._open: OrderedDict = OrderedDict()   # id(source) -> source, least recently used first
+        self.n_sources = 0                        # sources not closed (open or evicted)
+        self.reopens = 0
+        self.evictions = 0
+
+    # -- sizing
+    def capacity(self) -> int:
+        """Descriptors the pool keeps open at most."""
+        opt = LOCAL_OPTIONS.get("max_open_files") or os.environ.get("BWLOADER_MAX_OPEN_FILES")
+        if opt:
+            return max(1, int(opt))
+        lim = _nofile_limits()
+        if lim is None:
+            return 1 << 20
+        soft = lim[0]
+        try:
+            import resource
+            if soft == resource.RLIM_INFINITY:
+                return 1 << 20
+        except ImportError:
+            pass
+        return max(8, soft - _reserve(soft))
+
+    @property
+    def n_open(self) -> int:
+        return len(self._open)
+
+    @property
+    def constrained(self) -> bool:
+        """True when the sources outnumber the capacity (descriptors get closed and reopened)."""
+        return self.n_sources > self.capacity()
+
+    def max_lease(self, n_threads: int) -> int:
+        """The most descriptors one `acquire_many` of a multi-threaded reader should ask for."""
+        if not self.constrained:
+            return 1 << 62
+        return max(1, self.capacity() // (2 * max(1, int(n_threads))))
+
+    # -- open, pin, release, close
+    def open(self, src):
+        """First open of `src` (sets `_fd`, `size`, `_ident`); BigWigReadError when it fails."""
+        with self._cond:
+            self._make_room(1, ())
+            fd = self._os_open(src, first=True)
+            try:
+                st = os.fstat(fd)
+            except OSError as exc:
+                os.close(fd)
+                raise read_error(src.path, f"cannot open: {exc.strerror}", exc.errno) from exc
+            if stat.S_ISDIR(st.st_mode):
+                os.close(fd)
+                raise read_error(src.path, "cannot open: is a directory, not a bigWig file", errno.EISDIR)
+            src._fd = fd
+            src.size = st.st_size
+            src._ident = (st.st_dev, st.st_ino, st.st_size)
+            self._open[id(src)] = src
+            self.n_sources += 1
+
+    def acquire(self, src) -> int:
+        """The open descriptor of `src`, pinned until `release(src)`."""
+        with self._cond:
+            if src._fd < 0:
+                self._reopen_all([src])
+            src._pins += 1
+            self._open.move_to_end(id(src))
+            return src._fd
+
+    def release(self, src):
+        with self._cond:
+            src._pins -= 1
+            if src._pins == 0 and self._waiting:
+                self._cond.notify_all()
+
+    def acquire_many(self, srcs) -> list:
+        """The descriptors of `srcs` (distinct), all pinned until `release_many(srcs)`."""
+        with self._cond:
+            if len(srcs) > self.capacity():
+                raise ValueError(f"cannot hold {len(srcs)} files open at once: the pool holds at most "
+                                 f"{self.capacity()} (split the read)")
+            self._reopen_all([s for s in srcs if s._fd < 0], keep=srcs)
+            for s in srcs:
+                s._pins += 1
+                self._open.move_to_end(id(s))
+            return [s._fd for s in srcs]
+
+    def release_many(self, srcs):
+        with self._cond:
+            for s in srcs:
+                s._pins -= 1
+            if self._waiting:
+                self._cond.notify_all()
+
+    def close(self, src):
+        with self._cond:
+            if src._fd >= 0:
+                os.close(src._fd)
+                src._fd = -1
+                self._open.pop(id(src), None)
+            if not src._closed:
+                src._closed = True
+                self.n_sources -= 1
+
+    # -- internals (called with the lock held)
+    _waiting = 0
+
+    def _reopen_all(self, closed, keep=()):
+        for s in closed:
+            if s._closed:
+                raise ValueError(f"{s.path}: file is closed")
+        if not closed:
+            return
+        while not self._make_room(len(closed), keep):
+            self._waiting += 1          # every descriptor is pinned by other reads: wait for one
+            try:
+                self._cond.wait(0.05)
+            finally:
+                self._waiting -= 1
+        for s in closed:
+            if s._fd >= 0:
+                continue
+            fd = self._os_open(s, first=False)
+            try:
+                st = os.fstat(fd)
+            except OSError as exc:
+                os.close(fd)
+                raise read_error(s.path, f"cannot reopen: {exc.strerror}", exc.errno) from exc
+            if (st.st_dev, st.st_ino, st.st_size) != s._ident:
+                os.close(fd)
+                what = "was replaced" if (st.st_dev, st.st_ino) != s._ident[:2] else \
+                    f"changed size ({s._ident[2]} -> {st.st_size} bytes)"
+                raise read_error(s.path, f"{what} since it was opened; bwloader had closed its descriptor to stay "
+                                         f"within {self.capacity()} open files and cannot read the original any more",
+                                 errno.ESTALE)
+            s._fd = fd
+            self._open[id(s)] = s
+            self.reopens += 1
+
+    def _make_room(self, need: int, keep) -> bool:
+        """Close least recently used unpinned descriptors (not of `keep`) until `need` more fit."""
+        excess = len(self._open) + need - self.capacity()
+        if excess <= 0:
+            return True
+        keep_ids = {id(s) for s in keep}
+        victims = []
+        for key, s in self._open.items():
+            if s._pins == 0 and key not in keep_ids:
+                victims.append(s)
+                if len(victims) >= excess:
+                    break
+        if len(victims) < excess:
+            return False
+        for s in victims:
+            self._evict(s)
+        return True
+
+    def _evict(self, s):
+        del self._open[id(s)]
+        try:
+            os.close(s._fd)
+        finally:
+            s._fd = -1
+        self.evictions += 1
+
+    def _os_open(self, src, first: bool) -> int:
+        verb = "cannot open" if first else "cannot reopen"
+        for attempt in range(2):
+            try:
+                return os.open(src.path, os.O_RDONLY)
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE) and attempt == 0:
+                    # the rest of the process holds more descriptors than the reserve: make room
+                    victims = [s for s in self._open.values() if s._pins == 0][:max(8, len(self._open) // 8)]
+                    if victims:
+                        for s in victims:
+                            self._evict(s)
+                        continue
+                if exc.errno in (errno.EMFILE, errno.ENFILE):
+                    lim = _nofile_limits()
+                    raise read_error(src.path, f"{verb}: {exc.strerror} (open-file limit {lim[0] if lim else '?'}, "
+                                               f"{len(self._open)} held by bwloader's pool of at most "
+                                               f"{self.capacity()}): raise `ulimit -n`, or lower "
+                                               "BWLOADER_MAX_OPEN_FILES", exc.errno) from exc
+                raise read_error(src.path, f"{verb}: {exc.strerror}", exc.errno) from exc
+        raise AssertionError("unreachable")
+
+    def _after_fork_in_child(self):
+        self._cond = threading.Condition(threading.Lock())
+        self._waiting = 0
+        for s in self._open.values():
+            s._pins = 0               # the threads that held them are not in the child
+
+
+def _reserve(soft: int) -> int:
+    """Descriptors left to the rest of the process (sockets, pipes, DataLoader workers' shared memory)."""
+    return max(64, soft // 4)
+
+
+HANDLES = HandlePool()
+_LOGGED: set = set()
+
+
+def reserve_handles(n_files: int):
+    """Make room for `n_files` more local bigWigs: raise the soft RLIMIT_NOFILE toward the hard limit
+    when the pool would not hold them all (logged once); past the hard limit the pool keeps at most
+    `HANDLES.capacity()` open and reopens the others on demand (logged once)."""
+    need = HANDLES.n_sources + int(n_files)
+    if need <= HANDLES.capacity():
+        return
+    if LOCAL_OPTIONS.get("max_open_files") or os.environ.get("BWLOADER_MAX_OPEN_FILES"):
+        return
+    lim = _nofile_limits()
+    if lim is None:
+        return
+    import resource
+    soft, hard = lim
+    target = need + max(64, need // 3) + 1
+    if hard != resource.RLIM_INFINITY:
+        target = min(target, hard)
+    if target > soft and _set_soft_limit(target, hard) and "raised" not in _LOGGED:
+        _LOGGED.add("raised")
+        log.info("bwloader: raised the soft open-file limit (RLIMIT_NOFILE) from %d to %d for %d bigWig files",
+                 soft, target, need)
+    if need > HANDLES.capacity() and "pool" not in _LOGGED:
+        _LOGGED.add("pool")
+        log.warning("bwloader: %d bigWig files exceed the open-file limit (hard limit %s): at most %d stay open, "
+                    "the others are reopened when read (raise `ulimit -Hn` to keep them all open)",
+                    need, "unlimited" if hard == resource.RLIM_INFINITY else hard, HANDLES.capacity())
+
+
+class Lease:
+    """The descriptors of the local files `ids` (indices into `files`, BigWigFiles or sources),
+    pinned from construction to `close()` / the end of a `with` block: `fds` is aligned with `ids`."""
+
+    def __init__(self, files, ids):
+        ids = np.asarray(ids, np.int64)
+        if len(ids) < 2 or bool((ids[1:] >= ids[:-1]).all()):
+            uniq = ids[np.r_[True, ids[1:] != ids[:-1]]] if len(ids) else ids
+        else:
+            uniq = np.unique(ids)
+        self._srcs = [getattr(files[i], "source", files[i]) for i in uniq.tolist()]
+        fds = np.asarray(HANDLES.acquire_many(self._srcs), np.int32)
+        self.fds = fds[np.searchsorted(uniq, ids)] if len(ids) else np.zeros(0, np.int32)
+
+    def close(self):
+        if self._srcs is not None:
+            HANDLES.release_many(self._srcs)
+            self._srcs = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def lease_bounds(file_ids: np.ndarray, bounds: list, max_files: int) -> list:
+    """Chunk `bounds` (block ranges) split further so that no chunk spans more than `max_files`
+    runs of one file (files come grouped: a run per file)."""
+    if max_files >= len(file_ids):
+        return bounds
+    out = [bounds[0]]
+    new = np.flatnonzero(np.r_[True, file_ids[1:] != file_ids[:-1]]) if len(file_ids) else np.zeros(0, np.int64)
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        starts = new[(new > a) & (new < b)]
+        for cut in starts[max_files - 1::max_files].tolist() if max_files > 0 else []:
+            if cut > out[-1]:
+                out.append(cut)
+        out.append(b)
+    return out
 
 
 class LocalSource:
     """A local file read with os.pread (thread-safe, no shared file position; no mmap so a file
-    truncated while open gives an error, not SIGBUS)."""
+    truncated while open gives an error, not SIGBUS). Its descriptor lives in the `HANDLES` pool:
+    it may be closed while unused and reopened on the next read."""
 
     coalesce_gap = LOCAL_COALESCE_GAP
 
     def __init__(self, path):
         self.path = str(path)
-        try:
-            self._fd = os.open(self.path, os.O_RDONLY)
-        except OSError as exc:
-            raise BigWigFormatError(self.path, f"cannot open: {exc.strerror}") from exc
-        self.size = os.fstat(self._fd).st_size
+        self._fd = -1
+        self._pins = 0
+        self._closed = False
+        self._ident = None
+        self.size = 0
+        HANDLES.open(self)
 
     def pread(self, offset: int, size: int, what: str = "data") -> bytes:
         if offset < 0 or size < 0 or offset + size > self.size:
             raise BigWigFormatError(
                 self.path, f"{what} at offset {offset} (+{size} bytes) lies past the end of the file "
                 f"({self.size} bytes): truncated or corrupt")
-        if self._fd is None:
+        if self._closed:
             raise ValueError(f"{self.path}: file is closed")
+        fd = HANDLES.acquire(self)
         try:
-            data = os.pread(self._fd, size, offset)
+            data = os.pread(fd, size, offset)
+            if len(data) != size:
+                self._short_read(fd, offset, size, len(data), what)
         except OSError as exc:
-            raise BigWigFormatError(self.path, f"read of {what} failed: {exc.strerror}") from exc
-        if len(data) != size:
-            raise BigWigFormatError(
-                self.path, f"short read of {what}: wanted {size} bytes at offset {offset}, got {len(data)} "
-                "(file truncated while open?)")
+            if isinstance(exc, BigWigReadError):
+                raise
+            raise read_error(self.path, f"read of {what} at offset {offset} (+{size} bytes) failed: {exc.strerror}",
+                             exc.errno) from exc
+        finally:
+            HANDLES.release(self)
         return data
 
+    def _short_read(self, fd, offset, size, got, what):
+        try:
+            now = f"; it is now {os.fstat(fd).st_size} bytes, {self.size} when opened"
+        except OSError:
+            now = ""
+        raise read_error(self.path, f"short read of {what}: wanted {size} bytes at offset {offset}, got {got}: "
+                                    f"the file was truncated while open{now}", errno.EIO)
+
+    def pinned(self):
+        """Keep the descriptor open across several reads (`with source.pinned(): ...`)."""
+        return Lease([self], [0])
+
     @property
-    def fd(self):
-        return self._fd
+    def is_open(self) -> bool:
+        """True while the descriptor is open (it may be closed by the pool and reopened on demand)."""
+        return self._fd >= 0
 
     def close(self):
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        HANDLES.close(self)
 
 
 # ------------------------------------------------------------------------------------------ remote
@@ -163,6 +503,7 @@ _LIVE = weakref.WeakSet()  # open RemoteSources, to renew their locks in a forke
 
 
 def _after_fork_in_child():
+    HANDLES._after_fork_in_child()
     _WINDOWS._lock = threading.Lock()
     for src in list(_LIVE):
         src._lock = threading.Lock()
@@ -220,6 +561,20 @@ def _classify(exc) -> tuple[str, str]:
     if isinstance(exc, OSError):  # s3fs/gcsfs give other I/O failures as OSError(EIO)
         return "transient", desc
     return "fatal", desc
+
+
+_TIMEOUT_STATUS = (408, 504)
+
+
+def _failure_kind(exc) -> str | None:
+    """'timeout' or 'connection' for a failed request of that nature (for the OSError subclass)."""
+    names = " ".join(c.__name__ for c in type(exc).__mro__)
+    if isinstance(exc, TimeoutError) or "Timeout" in names or _status_of(exc) in _TIMEOUT_STATUS:
+        return "timeout"
+    if isinstance(exc, ConnectionError) or any(k in names for k in ("Connection", "Disconnected", "Payload",
+                                                                      "IncompleteRead", "ProtocolError")):
+        return "connection"
+    return None
 
 
 class RemoteSource:
@@ -283,7 +638,7 @@ class RemoteSource:
             raise ImportError(f"{self.path}: the {self.protocol}:// protocol needs {pkg} ({exc}); "
                               f"pip install 'bwloader[remote]' {pkg}") from exc
         except ValueError as exc:
-            raise BigWigFormatError(self.path, f"cannot open URL: {exc}") from exc
+            raise read_error(self.path, f"cannot open URL: {exc}", errno.EINVAL) from exc
         self._pid = os.getpid()
 
     def _filesystem(self):
@@ -298,7 +653,7 @@ class RemoteSource:
         n = self.head_bytes
         try:
             head = self._request(0, n, "header")
-        except BigWigFormatError as exc:
+        except BigWigReadError as exc:
             if _status_of(exc.__cause__) != 416:  # 416: nothing at offset 0, an empty file
                 raise
             head = b""
@@ -310,8 +665,8 @@ class RemoteSource:
         else:
             self.size = self._remote_size()
             if self.size < n:
-                raise BigWigFormatError(self.path, f"the server reports {self.size} bytes but sent {n} "
-                                                   "from offset 0 (file changed while opening?)")
+                raise read_error(self.path, f"the server reports {self.size} bytes but sent {n} "
+                                            "from offset 0 (file changed while opening?)", errno.EIO)
         if head:
             _WINDOWS.put(self._key, 0, bytes(head))
 
@@ -328,10 +683,11 @@ class RemoteSource:
                 continue
             size = info.get("size")
             if size is None:
-                raise BigWigFormatError(self.path, "the server does not report the file size (no Content-Length)")
+                raise read_error(self.path, "the server does not report the file size (no Content-Length)",
+                                 errno.EIO)
             return int(size)
-        raise BigWigFormatError(self.path, f"cannot get the file size after {self.retries} tries: "
-                                           f"{_classify(last)[1]}") from last
+        raise read_error(self.path, f"cannot get the file size after {self.retries} tries: {_classify(last)[1]}",
+                         errno.EIO, _failure_kind(last)) from last
 
     def _keep_whole(self, data):
         warnings.warn(f"{self.path}: the server ignores HTTP Range requests; the whole file "
@@ -365,17 +721,20 @@ class RemoteSource:
                 return result
             kind, desc = _classify(result)
             if kind == "missing":
-                raise BigWigFormatError(self.path, f"not found ({desc})") from result
+                if self.protocol in ("http", "https") and _status_of(result) is None:
+                    desc = "HTTP 404 Not Found"       # fsspec's HTTP filesystem raises a bare FileNotFoundError
+                raise read_error(self.path, f"not found ({desc})", kind="missing") from result
             if kind == "denied":
-                raise BigWigFormatError(self.path, f"permission denied ({desc})") from result
+                raise read_error(self.path, f"permission denied ({desc})", kind="denied") from result
             if kind == "fatal":
-                hint = ": requested range lies past the end of the remote file (truncated?)" \
+                hint = ": requested range lies past the end of the remote file (truncated while open?)" \
                     if _status_of(result) == 416 else ""
-                raise BigWigFormatError(self.path, f"reading {what} at offset {start} (+{end - start} bytes) "
-                                                   f"failed: {desc}{hint}") from result
+                raise read_error(self.path, f"reading {what} at offset {start} (+{end - start} bytes) "
+                                            f"failed: {desc}{hint}", errno.EIO, _failure_kind(result)) from result
             last = result
-        raise BigWigFormatError(self.path, f"reading {what} at offset {start} (+{end - start} bytes) failed "
-                                           f"after {self.retries} tries: {_classify(last)[1]}") from last
+        raise read_error(self.path, f"reading {what} at offset {start} (+{end - start} bytes) failed "
+                                    f"after {self.retries} tries: {_classify(last)[1]}", errno.EIO,
+                         _failure_kind(last)) from last
 
     def _checked(self, data, offset: int, size: int, what: str) -> bytes:
         if len(data) == size:
@@ -383,9 +742,10 @@ class RemoteSource:
         if len(data) > size and self._whole is None and len(data) == self.size:
             self._keep_whole(data)
             return self._whole[offset:offset + size]
-        raise BigWigFormatError(
+        raise read_error(
             self.path, f"short read of {what}: wanted {size} bytes at offset {offset}, got {len(data)} "
-            f"(the remote file is shorter than the {self.size} bytes its server reports: truncated?)")
+            f"(the remote file is shorter than the {self.size} bytes its server reported: truncated while open?)",
+            errno.EIO)
 
     def _check_range(self, offset: int, size: int, what: str):
         if offset < 0 or size < 0 or offset + size > self.size:

@@ -8,6 +8,7 @@ no more file descriptors than before.
 """
 from __future__ import annotations
 
+import errno
 import gc
 import os
 import shutil
@@ -20,7 +21,7 @@ import numpy as np
 import pytest
 
 import stream_data
-from bwloader_core import BigWigCollection, BigWigFormatError, LoaderConfig
+from bwloader_core import BigWigCollection, BigWigFormatError, BigWigReadError, LoaderConfig
 from bwloader_core.dataset import BigWigDataset
 from bwloader_core.sampling import QueryBatchGenerator
 from bwloader_core.streamed import StreamedDataloader
@@ -125,14 +126,15 @@ def test_file_truncated_while_open_fails_fast_naming_the_file(copies, clean):
     victim = paths[1]
     ds = config(paths, fasta, batches_per_epoch=100_000, batch_size=16).build()
     seen = 0
-    with pytest.raises(BigWigFormatError) as ei:
+    with pytest.raises(BigWigReadError) as ei:       # an I/O failure (OSError), not a format error
         for seen, _ in enumerate(ds, 1):
             if seen == 3:
                 os.truncate(victim, os.path.getsize(victim) // 2)
                 t_cut = time.monotonic()
     elapsed = time.monotonic() - t_cut
     assert victim in str(ei.value), ei.value
-    assert "truncated" in str(ei.value)
+    assert "truncated while open" in str(ei.value)
+    assert isinstance(ei.value, OSError) and not isinstance(ei.value, BigWigFormatError)
     assert elapsed < 1.0, f"the error took {elapsed:.2f} s to reach the consumer"
     assert seen < 1000
     assert wait_for(lambda: not bw_threads()), bw_threads()
@@ -144,7 +146,7 @@ def test_collection_truncated_while_open_direct_get_batch(copies, clean):
     with BigWigCollection(paths, n_threads=2) as c:
         c.get_batch(["chr1"] * 4, [0, 50_000, 100_000, 150_000], [2000, 52_000, 102_000, 152_000])
         os.truncate(paths[0], 1000)
-        with pytest.raises(BigWigFormatError) as ei:
+        with pytest.raises(BigWigReadError, match="truncated while open") as ei:
             c.get_batch(["chr1", "chr2"], [10_000, 90_000], [60_000, 140_000])
         assert paths[0] in str(ei.value)
 
@@ -154,16 +156,19 @@ def test_missing_file_is_a_clear_error_at_open(sdata, tmp_path, clean):
     missing = str(tmp_path / "no_such_track.bw")
     for make in (lambda: BigWigCollection([sdata.bigwig_paths[0], missing]),
                  lambda: config([sdata.bigwig_paths[0], missing]).build()):
-        with pytest.raises(BigWigFormatError) as ei:
+        with pytest.raises(FileNotFoundError) as ei:
             make()
+        assert isinstance(ei.value, BigWigReadError) and ei.value.errno == errno.ENOENT
+        assert ei.value.filename == missing
         assert missing in str(ei.value) and "No such file" in str(ei.value)
 
 
 def test_directory_in_place_of_a_file_is_a_clear_error(sdata, tmp_path, clean):
     d = tmp_path / "looks_like.bw"
     d.mkdir()
-    with pytest.raises(BigWigFormatError) as ei:
+    with pytest.raises(IsADirectoryError) as ei:
         BigWigCollection([sdata.bigwig_paths[0], str(d)])
+    assert isinstance(ei.value, BigWigReadError)
     assert str(d) in str(ei.value)
     assert "directory" in str(ei.value).lower()
 
@@ -178,8 +183,9 @@ def test_unreadable_file_is_a_clear_error(copies, clean):
     paths, _ = copies
     os.chmod(paths[0], 0)
     try:
-        with pytest.raises(BigWigFormatError) as ei:
+        with pytest.raises(PermissionError) as ei:
             BigWigCollection(paths)
+        assert isinstance(ei.value, BigWigReadError) and ei.value.errno == errno.EACCES
         assert paths[0] in str(ei.value) and "ermission" in str(ei.value)
     finally:
         os.chmod(paths[0], 0o644)

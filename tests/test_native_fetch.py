@@ -1,4 +1,5 @@
 """The compiled fetch path (pread + inflate in numba, GIL released) against the Python path and pyBigWig."""
+import errno
 import os
 import shutil
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 
 import data_files as df
-from bwloader_core import BigWigCollection, BigWigFormatError
+from bwloader_core import BigWigCollection, BigWigFormatError, BigWigReadError
 from bwloader_core.batch_processor import BatchProcessor
 from bwloader_core.device import Device
 from bwloader_core.stages import fetch_native as native
@@ -94,8 +95,10 @@ def test_file_truncated_while_open_is_an_error_not_a_crash(bw_files, tmp_path):
         size = coll.files[0].chrom_sizes[chrom]
         half = int(coll.files[0].block_offset[len(coll.files[0].block_offset) // 2])
         os.truncate(p, half)
-        with pytest.raises(BigWigFormatError, match="t.bw"):
+        with pytest.raises(BigWigReadError, match=r"t\.bw: short read .* truncated while open") as ei:
             coll.get_batch([chrom], [0], [size])
+        assert isinstance(ei.value, OSError) and not isinstance(ei.value, BigWigFormatError)
+        assert ei.value.errno == errno.EIO
 
 
 def test_disabled_by_environment(bw_files, monkeypatch):

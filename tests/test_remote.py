@@ -23,7 +23,7 @@ from http_server import RangeServer  # noqa: E402
 
 from bwloader_core import io as bwio  # noqa: E402
 from bwloader_core.collection import BigWigCollection  # noqa: E402
-from bwloader_core.errors import BigWigFormatError  # noqa: E402
+from bwloader_core.errors import BigWigFormatError, BigWigReadError  # noqa: E402
 from bwloader_core.format import BigWigFile  # noqa: E402
 
 NAMES = ["pybigwig_mixed", "bigendian", "uncompressed", "deep_rtree", "many_chroms_ours", "many_chroms",
@@ -144,8 +144,9 @@ def test_memory_protocol(bw_files):
                 BigWigCollection([bw_files["pybigwig_mixed"].path]) as local:
             q = data_files.random_queries(bw_files["pybigwig_mixed"], rng, 800, 30)
             _same(remote.get_batch(*q), local.get_batch(*q))
-        with pytest.raises(BigWigFormatError, match="not found"):
+        with pytest.raises(FileNotFoundError, match="not found") as ei:
             BigWigFile("memory://bwloader-test/nope.bw")
+        assert isinstance(ei.value, BigWigReadError)
     finally:
         fs.rm("/bwloader-test", recursive=True)
 
@@ -226,14 +227,15 @@ def test_concurrent_preads_are_thread_safe(bw_files, srv):
 def test_not_found_fails_at_once(srv):
     url = srv.url("no_such_file.bw")
     t0 = time.perf_counter()
-    with pytest.raises(BigWigFormatError, match="not found") as ei:
+    with pytest.raises(FileNotFoundError, match="not found") as ei:
         BigWigCollection([url])
-    assert url in str(ei.value)
+    assert isinstance(ei.value, BigWigReadError) and not isinstance(ei.value, BigWigFormatError)
+    assert url in str(ei.value) and "404" in str(ei.value) and ei.value.filename == url
     assert time.perf_counter() - t0 < 1.0
     assert srv.count() == 1  # no retries
     srv.clear_counts()
     srv.missing.add("version1.bw")
-    with pytest.raises(BigWigFormatError, match="not found"):
+    with pytest.raises(BigWigReadError, match="not found"):
         BigWigFile(srv.url("version1.bw"))
     assert srv.count() == 1
 
@@ -241,8 +243,9 @@ def test_not_found_fails_at_once(srv):
 def test_forbidden_fails_at_once(srv):
     srv.forbidden.add("pybigwig_mixed.bw")
     url = srv.url("pybigwig_mixed.bw")
-    with pytest.raises(BigWigFormatError, match="permission denied") as ei:
+    with pytest.raises(PermissionError, match="permission denied") as ei:
         BigWigFile(url)
+    assert isinstance(ei.value, BigWigReadError)
     assert url in str(ei.value) and "403" in str(ei.value)
     assert srv.count() == 1
 
@@ -289,10 +292,12 @@ def test_persistent_failures_give_a_clear_error_after_bounded_retries(bw_files, 
         srv.clear_counts()
         (srv.drop_next if failure == "drop" else srv.fail_next)(10**6)
         t0 = time.perf_counter()
-        with pytest.raises(BigWigFormatError, match="after 3 tries") as ei:
+        with pytest.raises(BigWigReadError, match="after 3 tries") as ei:
             src.pread(70_000, 5_000, "data block")
         elapsed = time.perf_counter() - t0
         msg = str(ei.value)
+        # a dropped connection is a ConnectionError; a 500 a plain read error (EIO)
+        assert isinstance(ei.value, ConnectionError) == (failure == "drop"), type(ei.value)
         assert url in msg and ("500" in msg if failure == "500" else "Payload" in msg or "Disconnect" in msg), msg
         assert srv.count() == 3
         assert 0.35 < elapsed < 3.0  # backoff 0.1 + 0.3 s
@@ -300,13 +305,13 @@ def test_persistent_failures_give_a_clear_error_after_bounded_retries(bw_files, 
         srv.clear_counts()
         starts = np.arange(0, 990_000, 99_000)
         t0 = time.perf_counter()
-        with pytest.raises(BigWigFormatError, match="after 3 tries"):
+        with pytest.raises(BigWigReadError, match="after 3 tries"):
             remote.get_batch("chr1", starts, starts + 500)
         assert 1 <= srv.count() <= 3 * len(starts)
         assert time.perf_counter() - t0 < 5.0
     # at open
     srv.clear_counts()
-    with pytest.raises(BigWigFormatError, match="after 3 tries"):
+    with pytest.raises(BigWigReadError, match="after 3 tries"):
         BigWigFile(url)
     assert srv.count() == 3
 
@@ -319,8 +324,9 @@ def test_read_timeout_is_retried_then_fails(bw_files, srv):
         assert src.pread(70_000, 100, "data block") == raw[70_000:70_100]
         srv.stall_next(10, seconds=1.0)
         t0 = time.perf_counter()
-        with pytest.raises(BigWigFormatError, match="after 3 tries.*[Tt]imeout"):
+        with pytest.raises(TimeoutError, match="after 3 tries.*[Tt]imeout") as ei:
             src.pread(80_000, 100, "data block")
+        assert isinstance(ei.value, BigWigReadError)
         assert time.perf_counter() - t0 < 2.5
     finally:
         src.close()
@@ -336,15 +342,16 @@ def test_truncated_remote_files(served, srv):
     # the server claims the full size but has fewer bytes: a short read
     srv.claimed_size["cut_mixed.bw"] = full
     srv.claimed_mode = "short"
-    with pytest.raises(BigWigFormatError, match="short read") as ei:
+    with pytest.raises(BigWigReadError, match="short read") as ei:   # the file changed under the server
         BigWigFile(url)
     assert url in str(ei.value)
     # ... or promises the bytes (Content-Length) and closes early: retried, then an error
     srv.clear_counts()
     srv.claimed_mode = "cut"
     t0 = time.perf_counter()
-    with pytest.raises(BigWigFormatError, match="after 3 tries") as ei:
+    with pytest.raises(ConnectionError, match="after 3 tries") as ei:
         BigWigFile(url)
+    assert isinstance(ei.value, BigWigReadError)
     assert url in str(ei.value)
     assert srv.count() <= 5 and time.perf_counter() - t0 < 3.0
     # an empty file
@@ -433,6 +440,6 @@ def test_s3_through_s3fs(bw_files, s3_endpoint, monkeypatch):
         q = data_files.random_queries([bw_files[n] for n in names], rng, 1500, 40)
         _same(remote.get_batch(*q), local.get_batch(*q))
         _same(remote.get_batch(*q, window_size=500, zoom=True), local.get_batch(*q, window_size=500, zoom=True))
-    with pytest.raises(BigWigFormatError, match="not found") as ei:
+    with pytest.raises(FileNotFoundError, match="not found") as ei:
         BigWigFile("s3://bwloader-test/missing.bw")
     assert "s3://bwloader-test/missing.bw" in str(ei.value)

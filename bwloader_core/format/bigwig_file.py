@@ -30,7 +30,12 @@ class BigWigFile:
         self.name = Path(urlsplit(self.path).path if is_url(self.path) else self.path).name
         self._source = open_source(self.path)
         try:
-            self._load()
+            pin = getattr(self._source, "pinned", None)
+            if pin is None:
+                self._load()
+            else:
+                with pin():                  # one descriptor for every read of the open
+                    self._load()
         except BaseException:
             self._source.close()
             raise
@@ -87,9 +92,15 @@ class BigWigFile:
         return len(self.block_offset)
 
     @property
-    def local_fd(self):
-        """The open descriptor of a local file (for compiled preads), None for a URL or once closed."""
-        return getattr(self._source, "fd", None)
+    def source(self):
+        """The byte source (`io.LocalSource` or `io.RemoteSource`)."""
+        return self._source
+
+    @property
+    def is_local(self) -> bool:
+        """True for a local file (read by compiled preads through the descriptor pool)."""
+        from ..io import LocalSource
+        return isinstance(self._source, LocalSource)
 
     @property
     def file_size(self) -> int:

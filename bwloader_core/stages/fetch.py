@@ -44,7 +44,8 @@ class BlockTable:
     blocks needed only up to `need_pos`) stops once the items before it are out."""
     file: np.ndarray           # int64: file (track) index
     local: np.ndarray          # int64: block index within its file
-    fd: np.ndarray             # int32: local descriptor (-1: a URL)
+    fd: np.ndarray             # int32: NOT_LEASED (the fetcher leases descriptors per chunk from the
+                               # pool, `io.Lease`), or IN_MEMORY (`offset` is the address of the bytes)
     offset: np.ndarray         # int64: byte offset in the file
     size: np.ndarray           # int64: bytes on disk
     compressed: np.ndarray     # bool
@@ -91,7 +92,7 @@ class BlockTable:
         slot = np.zeros(n, np.int64)
         if n:
             slot[1:] = np.cumsum(slot_words)[:-1]
-        return cls(file=files, local=index.leaf_local[blocks], fd=index.file_fd[files],
+        return cls(file=files, local=index.leaf_local[blocks], fd=np.full(n, NOT_LEASED, np.int32),
                    offset=index.leaf_offset[blocks], size=size, compressed=compressed, uncompress_buf_size=ubs,
                    big_endian=index.file_big_endian[files], need_key=file_need, capacity=capacity, slot=slot,
                    total_words=int(slot_words.sum()), all_local=index.all_local, **want)
@@ -120,6 +121,7 @@ def inflate_one(f, data, offset):
             f"stream or larger than uncompressBufSize ({f.uncompress_buf_size})") from None
 
 
+IN_MEMORY, NOT_LEASED = -1, -2     # BlockTable.fd values that are not descriptors
 SLOT_RATIO = 64     # slot bytes per compressed byte before a block counts as oversized
 # Past this fraction of a block, libdeflate's whole-block inflate (~2.0 ns per output byte here) beats
 # zlib-ng's streaming one (~2.5 ns) on the compiled path.
@@ -230,9 +232,9 @@ class BlockFetcher:
         todo = np.arange(n)
         if n and self.native and table.all_local and native_available():
             if self.cache:
-                todo = self._fetch_native_cached(table, buf, nbytes)
+                todo = self._fetch_native_cached(files, table, buf, nbytes)
             else:
-                todo = self._fetch_native(table, buf, nbytes)
+                todo = self._fetch_native(files, table, buf, nbytes)
         self.blocks_native += n - len(todo)
         self.blocks_python += len(todo)
         total = table.total_words
@@ -261,14 +263,14 @@ class BlockFetcher:
                 total += (len(out) + 3) // 4
         return Words(buf[:total], starts, nbytes)
 
-    def _fetch_native(self, table: BlockTable, buf, nbytes):
+    def _fetch_native(self, files, table: BlockTable, buf, nbytes):
         """Compiled pread + inflate over chunks of blocks on the pool; the blocks it hands back."""
         from . import fetch_native
         status = np.empty(len(table), np.uint8)
-        self.bytes_read += run_native(self._pool, self.n_threads, table, buf, nbytes, status)
+        self.bytes_read += run_native(self._pool, self.n_threads, table, buf, nbytes, status, files=files)
         return np.flatnonzero(status != fetch_native.OK)
 
-    def _fetch_native_cached(self, table: BlockTable, buf, nbytes):
+    def _fetch_native_cached(self, files, table: BlockTable, buf, nbytes):
         """Cache hits copied into their slots, misses fetched whole on the compiled path and stored;
         the blocks it hands back (for the Python path)."""
         from . import fetch_native
@@ -283,7 +285,7 @@ class BlockFetcher:
         sub = table.take(miss).whole()       # the cache keeps whole blocks
         status = np.empty(len(miss), np.uint8)
         got = np.zeros(len(miss), np.int64)
-        self.bytes_read += run_native(self._pool, self.n_threads, sub, buf, got, status)
+        self.bytes_read += run_native(self._pool, self.n_threads, sub, buf, got, status, files=files)
         ok = status == fetch_native.OK
         done = miss[ok]
         nbytes[done] = got[ok]
@@ -311,22 +313,35 @@ class BlockFetcher:
         self._buf = np.zeros(0, np.uint32)
 
 
-def run_native(pool, n_threads, table: BlockTable, buf, nbytes, status) -> int:
+def run_native(pool, n_threads, table: BlockTable, buf, nbytes, status, files=None) -> int:
     """`fetch_native.fetch_range` over chunks of the table's blocks, on `pool` when there is one.
-    More chunks than threads: partial inflate makes block costs uneven."""
+    More chunks than threads: partial inflate makes block costs uneven.
+
+    With `files` (the collection's BigWigFiles, indexed by `table.file`) each chunk leases the
+    descriptors of its files from the pool (`io.Lease`) for as long as the compiled code reads
+    them; without, `table.fd` is used as it is (blocks IN_MEMORY, for timing inflate alone)."""
     from . import fetch_native
+    from ..io import HANDLES, Lease, lease_bounds
     n = len(table)
     slot_byte = table.slot * 4
     n_chunks = min(4 * n_threads, max(1, n // 4)) if pool is not None else 1
     bounds = np.linspace(0, n, n_chunks + 1).astype(np.int64).tolist()
     t = table
+    fd = t.fd
+    if files is not None:
+        bounds = lease_bounds(t.file, bounds, HANDLES.max_lease(n_threads))
+        fd = np.empty(n, np.int32)
 
     def run(a, b):
         stage = np.empty(int(t.size[a:b].max()), np.uint8)
         strm = np.zeros(fetch_native.ZNG_STREAM_BYTES, np.uint8)
-        return fetch_native.fetch_range(a, b, t.fd, t.offset, t.size, t.compressed, t.capacity, slot_byte,
-                                        t.partial, t.chrom, t.need_pos, t.want0, t.big_endian, buf, stage, strm,
-                                        nbytes, status)
+        args = (t.offset, t.size, t.compressed, t.capacity, slot_byte, t.partial, t.chrom, t.need_pos, t.want0,
+                t.big_endian, buf, stage, strm, nbytes, status)
+        if files is None:
+            return fetch_native.fetch_range(a, b, fd, *args)
+        with Lease(files, t.file[a:b]) as lease:      # the descriptors stay open while compiled code reads
+            fd[a:b] = lease.fds
+            return fetch_native.fetch_range(a, b, fd, *args)
 
     pairs = [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
     if len(pairs) == 1:

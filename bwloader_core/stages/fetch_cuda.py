@@ -73,11 +73,20 @@ def stage_blocks(files, table: BlockTable, layout: StagingLayout, staging: np.nd
     from .fetch import native_available
     if table.all_local and native_available():
         from . import fetch_native
+        from ..io import HANDLES, Lease, lease_bounds
         skip = np.zeros(n, np.int64)
+        fd = np.empty(n, np.int32)
         bounds = np.linspace(0, n, max(1, min(n_parts, n)) + 1).astype(np.int64).tolist()
-        got = run_parts(lambda ab: fetch_native.read_range(ab[0], ab[1], table.fd, table.offset, table.size, skip,
-                                                           staging, layout.read_at, status),
-                        [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a])
+        bounds = lease_bounds(table.file, bounds, HANDLES.max_lease(n_parts))
+
+        def read(ab):               # the chunk's descriptors stay leased while compiled code reads them
+            a, b = ab
+            with Lease(files, table.file[a:b]) as lease:
+                fd[a:b] = lease.fds
+                return fetch_native.read_range(a, b, fd, table.offset, table.size, skip, staging, layout.read_at,
+                                               status)
+
+        got = run_parts(read, [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a])
         return int(sum(got)), (status != fetch_native.OK).astype(np.uint8)
     read = 0
     for k in range(n):

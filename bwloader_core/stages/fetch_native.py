@@ -169,7 +169,8 @@ def _fetch_range(lo, hi, fd, offset, csize, compressed, cap, slot_byte, partial,
                  big, words, stage, strm, nbytes, status):
     """Blocks lo..hi-1 into their slots of `words` (uint32); per block `nbytes` and `status`
     (OK, or REDO for the Python path). Returns the compressed bytes read. A block with `fd` -1
-    is already in memory at address `offset` (used to time inflate alone)."""
+    (IN_MEMORY) is already in memory at address `offset` (used to time inflate alone); any other
+    negative `fd` (not leased) is handed back."""
     ctx = np.zeros(3, np.uint64)
     read = 0
     for k in range(lo, hi):
@@ -205,7 +206,9 @@ def _fetch_block(k, fd, offset, csize, compressed, cap, slot_byte, partial, exp_
     base = slot_byte[k]
     dst = np.uint64(np.int64(out.ctypes.data) + base)
     stage_addr = np.uint64(stage.ctypes.data)
-    in_memory = fd[k] < 0
+    in_memory = fd[k] == -1
+    if fd[k] < -1:
+        return -1
     if not compressed[k]:
         if n > cap[k]:
             return -1
@@ -302,6 +305,9 @@ def _read_range(lo, hi, fd, offset, size, skip, dst, dst_byte, status):
     read = 0
     for k in range(lo, hi):
         n = size[k] - skip[k]
+        if fd[k] < 0:
+            status[k] = REDO
+            continue
         got = _pread(np.int32(fd[k]), np.uint64(base + dst_byte[k]), np.uint64(n), np.int64(offset[k] + skip[k]))
         status[k] = OK if got == n else REDO
         read += max(got, 0)
