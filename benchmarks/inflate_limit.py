@@ -60,11 +60,10 @@ def _python_chunk(blocks, ks, partial):
     n = 0
     for k in ks:
         f = blocks["files"][int(t.file[k])]
-        jl, data = int(t.local[k]), blocks["raw"][k]
-        off = int(f.block_offset[jl])
+        data = blocks["raw"][k]
+        off = int(t.offset[k])
         if zng is not None and t.partial[k]:
-            out = inflate_partial(zng, f, data, off, int(t.need_key[k]), int(f.block_start_key[jl]),
-                                  int(f.block_end_key[jl]))
+            out = inflate_partial(zng, f, data, off, int(t.need_key[k]), int(t.start_key[k]), int(t.end_key[k]))
         else:
             out = inflate_one(f, data, off)
         n += len(out)

@@ -84,7 +84,8 @@ class BigWigCollection:
                 for p in self.paths:
                     self.files.append(BigWigFile(p))
             self._scaling = self._parse_scaling(scaling)
-            self.index = FlatIndex.build(self.files)
+            self.index = FlatIndex.build(self.files, adopt=True)
+            _release_freed_memory()
             self.chrom_sizes = self.index.chrom_sizes
             self._chrom_index = {n: i for i, n in enumerate(self.index.chrom_names)}
         except BaseException:
@@ -195,8 +196,7 @@ class BigWigCollection:
         track_idx = self.track_indices(tracks)
         _check_memory(B, L, len(track_idx), window_size, resolve_dtype(dtype).itemsize)
         g = self._chrom_indices(chroms) if B else np.zeros(0, np.int64)
-        ck = self.index.chrom_key[np.ix_(track_idx, g)]          # (T, B)
-        cl = self.index.chrom_len[np.ix_(track_idx, g)]
+        ck, cl = self.index.chrom_keys(track_idx, g)              # (T, B), each file's own key space
         qs = np.clip(starts[None, :], 0, np.maximum(cl, 0))
         qe = np.clip(ends[None, :], 0, np.maximum(cl, 0))
         valid = (cl >= 0) & (qe > qs)
@@ -241,10 +241,9 @@ class BigWigCollection:
                 exact.append(ti)
                 continue
             sl = slice(ti * B, (ti + 1) * B)
-            base = self.index.track_base[t]
             scale = 1.0 if self._scaling is None else float(self._scaling[t])
-            out[ti] = zoom_windows(f, level, q.key_lo[sl] - base, q.key_hi[sl] - base, q.origin[sl] - base,
-                                   L, window_size, reduce, default_value, scale)
+            out[ti] = zoom_windows(f, level, q.key_lo[sl], q.key_hi[sl], q.origin[sl], L, window_size, reduce,
+                                   default_value, scale)
         if exact:
             sub = self.get_batch(chromosomes, starts, ends, window_size, reduce, default_value, "float32",
                                  tracks=q.tracks[exact])
@@ -332,6 +331,19 @@ def _check_memory(batch, length, tracks, window_size, itemsize):
 def _reopen(paths, track_names, scaling, n_threads, cache_bytes, backend="cpu"):
     return BigWigCollection(paths, track_names=track_names, scaling=scaling, n_threads=n_threads,
                             cache_bytes=cache_bytes, backend=backend)
+
+
+def _release_freed_memory():
+    """Hand the heap pages freed while opening (each file's own index arrays, now views of the
+    collection's) back to the OS: glibc keeps small freed blocks otherwise, and RSS stays high."""
+    import ctypes
+    import sys
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _as_int_array(x, name):

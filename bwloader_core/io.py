@@ -94,7 +94,7 @@ class HandlePool:
     waiting for others), so readers cannot deadlock."""
 
     def __init__(self):
-        self._cond = threading.Condition(threading.Lock())
+        self._new_lock()
         self._open: OrderedDict = OrderedDict()   # id(source) -> source, least recently used first
         self.n_sources = 0                        # sources not closed (open or evicted)
         self.reopens = 0
@@ -102,10 +102,23 @@ class HandlePool:
 
     # -- sizing
     def capacity(self) -> int:
-        """Descriptors the pool keeps open at most."""
+        """Descriptors the pool keeps open at most (the soft limit is read again after
+        `reserve_handles` or an EMFILE, not on every call)."""
         opt = LOCAL_OPTIONS.get("max_open_files") or os.environ.get("BWLOADER_MAX_OPEN_FILES")
         if opt:
             return max(1, int(opt))
+        if self._cap is None:
+            self._cap = self._capacity_from_limit()
+        return self._cap
+
+    _cap = None
+
+    def refresh(self):
+        """Read the open-file limit again (after it changed)."""
+        self._cap = None
+
+    @staticmethod
+    def _capacity_from_limit() -> int:
         lim = _nofile_limits()
         if lim is None:
             return 1 << 20
@@ -133,10 +146,35 @@ class HandlePool:
             return 1 << 62
         return max(1, self.capacity() // (2 * max(1, int(n_threads))))
 
+    # -- the lock: reentrant, because a finalizer (a collection's __del__ closing its files) can
+    # run in the middle of any method here, on the thread that holds the lock. Such a close is
+    # deferred to the end of the outer call, so no loop over the open descriptors sees it.
+    def _new_lock(self):
+        self._cond = threading.Condition(threading.RLock())
+        self._owner = None
+        self._pending: list = []
+
+    def _enter(self):
+        self._cond.acquire()
+        if self._owner is not None:        # re-entered by a finalizer on this thread
+            return False
+        self._owner = threading.get_ident()
+        return True
+
+    def _exit(self, outer: bool):
+        try:
+            if outer:
+                while self._pending:
+                    self._close_now(self._pending.pop())
+                self._owner = None
+        finally:
+            self._cond.release()
+
     # -- open, pin, release, close
     def open(self, src):
         """First open of `src` (sets `_fd`, `size`, `_ident`); BigWigReadError when it fails."""
-        with self._cond:
+        outer = self._enter()
+        try:
             self._make_room(1, ())
             fd = self._os_open(src, first=True)
             try:
@@ -152,25 +190,34 @@ class HandlePool:
             src._ident = (st.st_dev, st.st_ino, st.st_size)
             self._open[id(src)] = src
             self.n_sources += 1
+        finally:
+            self._exit(outer)
 
     def acquire(self, src) -> int:
         """The open descriptor of `src`, pinned until `release(src)`."""
-        with self._cond:
+        outer = self._enter()
+        try:
             if src._fd < 0:
                 self._reopen_all([src])
             src._pins += 1
             self._open.move_to_end(id(src))
             return src._fd
+        finally:
+            self._exit(outer)
 
     def release(self, src):
-        with self._cond:
+        outer = self._enter()
+        try:
             src._pins -= 1
             if src._pins == 0 and self._waiting:
                 self._cond.notify_all()
+        finally:
+            self._exit(outer)
 
     def acquire_many(self, srcs) -> list:
         """The descriptors of `srcs` (distinct), all pinned until `release_many(srcs)`."""
-        with self._cond:
+        outer = self._enter()
+        try:
             if len(srcs) > self.capacity():
                 raise ValueError(f"cannot hold {len(srcs)} files open at once: the pool holds at most "
                                  f"{self.capacity()} (split the read)")
@@ -179,23 +226,39 @@ class HandlePool:
                 s._pins += 1
                 self._open.move_to_end(id(s))
             return [s._fd for s in srcs]
+        finally:
+            self._exit(outer)
 
     def release_many(self, srcs):
-        with self._cond:
+        outer = self._enter()
+        try:
             for s in srcs:
                 s._pins -= 1
             if self._waiting:
                 self._cond.notify_all()
+        finally:
+            self._exit(outer)
 
     def close(self, src):
-        with self._cond:
-            if src._fd >= 0:
+        outer = self._enter()
+        try:
+            if outer:
+                self._close_now(src)
+            else:
+                self._pending.append(src)
+        finally:
+            self._exit(outer)
+
+    def _close_now(self, src):
+        if src._fd >= 0:
+            self._open.pop(id(src), None)
+            try:
                 os.close(src._fd)
+            finally:
                 src._fd = -1
-                self._open.pop(id(src), None)
-            if not src._closed:
-                src._closed = True
-                self.n_sources -= 1
+        if not src._closed:
+            src._closed = True
+            self.n_sources -= 1
 
     # -- internals (called with the lock held)
     _waiting = 0
@@ -208,9 +271,11 @@ class HandlePool:
             return
         while not self._make_room(len(closed), keep):
             self._waiting += 1          # every descriptor is pinned by other reads: wait for one
+            owner, self._owner = self._owner, None
             try:
                 self._cond.wait(0.05)
             finally:
+                self._owner = owner
                 self._waiting -= 1
         for s in closed:
             if s._fd >= 0:
@@ -265,6 +330,7 @@ class HandlePool:
                 return os.open(src.path, os.O_RDONLY)
             except OSError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE) and attempt == 0:
+                    self._cap = None
                     # the rest of the process holds more descriptors than the reserve: make room
                     victims = [s for s in self._open.values() if s._pins == 0][:max(8, len(self._open) // 8)]
                     if victims:
@@ -281,7 +347,7 @@ class HandlePool:
         raise AssertionError("unreachable")
 
     def _after_fork_in_child(self):
-        self._cond = threading.Condition(threading.Lock())
+        self._new_lock()
         self._waiting = 0
         for s in self._open.values():
             s._pins = 0               # the threads that held them are not in the child
@@ -313,7 +379,9 @@ def reserve_handles(n_files: int):
     target = need + max(64, need // 3) + 1
     if hard != resource.RLIM_INFINITY:
         target = min(target, hard)
-    if target > soft and _set_soft_limit(target, hard) and "raised" not in _LOGGED:
+    raised = target > soft and _set_soft_limit(target, hard)
+    HANDLES.refresh()
+    if raised and "raised" not in _LOGGED:
         _LOGGED.add("raised")
         log.info("bwloader: raised the soft open-file limit (RLIMIT_NOFILE) from %d to %d for %d bigWig files",
                  soft, target, need)

@@ -120,7 +120,7 @@ def test_block_table_rows_and_partial_plan(bw_files):
         rng = np.random.default_rng(4)
         ids = np.unique(rng.integers(0, ix.n_blocks, 400))
         ids = np.r_[0, ids, ix.n_blocks - 1]
-        s, e = ix.leaf_start[ids], ix.leaf_end[ids]
+        s, e = ix.block_start[ids].astype(np.int64), ix.block_end[ids].astype(np.int64)
         need = s + (rng.random(len(ids)) * 1.3 * (e - s)).astype(np.int64)
         t = BlockTable.from_index(ix, ids, need, partial=True)
         for k in range(len(ids)):
@@ -128,7 +128,8 @@ def test_block_table_rows_and_partial_plan(bw_files):
             j = int(t.local[k])
             assert (t.offset[k], t.size[k]) == (bw.block_offset[j], bw.block_size[j])
             assert t.compressed[k] == bw.compressed and t.big_endian[k] == (bw.byteorder == ">")
-            assert t.need_key[k] == need[k] - ix.track_base[t.file[k]]
+            assert t.need_key[k] == need[k]
+            assert (t.start_key[k], t.end_key[k]) == (bw.block_start_key[j], bw.block_end_key[j])
             frac = (need[k] - s[k]) / max(e[k] - s[k], 1)
             assert t.partial[k] == (bw.compressed and need[k] < e[k] and frac < PARTIAL_MAX_FRACTION)
             if t.partial[k]:

@@ -1,18 +1,54 @@
 """One bigWig file: header and indexes loaded once at open into NumPy arrays."""
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 import numpy as np
 
 from ..errors import BigWigFormatError
 from ..io import open_source
-from .chrom_tree import read_chrom_tree
+from .chrom_tree import ChromTable, read_chrom_tree
 from .header import (HEADER_SIZE, SUMMARY_SIZE, ZOOM_HEADER_SIZE, parse_header, parse_summary,
                      parse_zoom_headers)
-from .rtree import read_rtree_leaves
+from .rtree import read_rtree_leaves, rtree_bytes_estimate
 from .spec import SECTION_TYPES
 
+
+
+class _Windows:
+    """A source whose reads at open (header, zoom headers, summary, chromosome tree, R-tree nodes:
+    dozens of small reads) come from a few windows read in one go each."""
+
+    HEAD_BYTES = 64 << 10
+    MAX_WINDOW = 16 << 20
+
+    def __init__(self, source):
+        self.source = source
+        self.path = source.path
+        self.size = source.size
+        self._windows = []
+        self.add(0, self.HEAD_BYTES, "header")
+
+    def add(self, offset: int, size: int, what: str):
+        size = min(int(size), self.size - int(offset), self.MAX_WINDOW)
+        if offset >= 0 and size > 0:
+            self._windows.append((int(offset), self.source.pread(int(offset), size, what)))
+
+    def prefetch_rtree(self, offset: int, bo: str):
+        """The window an R-tree at `offset` most likely lies in (from its header's item count)."""
+        import struct
+        from .spec import RTREE_HEADER_SIZE, RTREE_MAGIC
+        if not 0 <= offset <= self.size - RTREE_HEADER_SIZE:
+            return                               # the walk reports it
+        magic, block_size, item_count = struct.unpack_from(bo + "IIQ", self.pread(offset, 16, "R-tree index header"))
+        if magic == RTREE_MAGIC and 0 < block_size and item_count < self.size:
+            self.add(offset, rtree_bytes_estimate(item_count, block_size), "R-tree index")
+
+    def pread(self, offset: int, size: int, what: str = "data"):
+        for start, data in self._windows:
+            if start <= offset and offset + size <= start + len(data):
+                return data[offset - start:offset - start + size]
+        return self.source.pread(offset, size, what)
 
 
 class BigWigFile:
@@ -20,14 +56,18 @@ class BigWigFile:
 
     Chromosome positions map to one linear *key* per file: ``chrom_offsets[chrom_id] + base``.
     Data blocks are described by ``block_start_key``/``block_end_key`` (sorted by start),
-    ``block_offset`` and ``block_size``.
+    ``block_offset`` and ``block_size``, in the narrowest dtypes that hold them (uint32 for keys
+    under 4 Gb and offsets under 4 GiB, else int64: cast before subtracting). In a collection
+    they are views of the collection's `FlatIndex` arrays. The chromosome attributes
+    (``chrom_names``, ``chrom_sizes``, ``chrom_ids``, ``chrom_lengths``, ``chrom_offsets``) come
+    from a `ChromTable` shared by every file with the same chromosomes: read them, never change them.
     """
 
     def __init__(self, path):
         self.path = str(path)
         from urllib.parse import urlsplit
         from ..io import is_url
-        self.name = Path(urlsplit(self.path).path if is_url(self.path) else self.path).name
+        self.name = os.path.basename(urlsplit(self.path).path if is_url(self.path) else self.path)
         self._source = open_source(self.path)
         try:
             pin = getattr(self._source, "pinned", None)
@@ -41,7 +81,8 @@ class BigWigFile:
             raise
 
     def _load(self):
-        src, path = self._source, self.path
+        path = self._source.path
+        src = _Windows(self._source)
         if src.size == 0:
             raise BigWigFormatError(path, "empty file (0 bytes)")
         head = src.pread(0, min(src.size, HEADER_SIZE), "header")
@@ -57,13 +98,9 @@ class BigWigFile:
             self.summary = parse_summary(h, src.pread(h.total_summary_offset, SUMMARY_SIZE, "total summary"))
 
         names, ids, sizes = read_chrom_tree(src, h.chrom_tree_offset, h.byteorder)
-        self.chrom_names = names
-        self.chrom_lengths = sizes
-        self.chrom_sizes = dict(zip(names, sizes.tolist()))
-        self.chrom_ids = {n: i for i, n in enumerate(names)}
-        self.chrom_offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        self.total_length = int(self.chrom_offsets[-1])
+        self.chrom_table = ChromTable.of(names, sizes)
 
+        src.prefetch_rtree(h.full_index_offset, h.byteorder)
         leaves = read_rtree_leaves(src, h.full_index_offset, h.byteorder)
         n_chroms = len(names)
         if len(leaves) and (leaves["start_chrom"].max() >= n_chroms or leaves["end_chrom"].max() >= n_chroms):
@@ -74,18 +111,54 @@ class BigWigFile:
         size = leaves["size"].astype(np.int64)
         if len(leaves) and int((off + size).max()) > src.size:
             raise BigWigFormatError(path, "a data block lies past the end of the file: truncated or corrupt")
-        co = self.chrom_offsets
+        co = self.chrom_offsets.astype(np.int64)
         skey = co[leaves["start_chrom"].astype(np.int64)] + leaves["start_base"].astype(np.int64)
         ekey = co[leaves["end_chrom"].astype(np.int64)] + leaves["end_base"].astype(np.int64)
         skey = np.minimum(skey, self.total_length)
         ekey = np.clip(ekey, skey, self.total_length)
-        order = np.argsort(skey, kind="stable")
-        self.block_start_key = skey[order]
-        self.block_end_key = ekey[order]
-        self.block_offset = off[order]
-        self.block_size = size[order]
         if not self.compressed and len(size) and size.max() > (1 << 30):
             raise BigWigFormatError(path, "implausibly large uncompressed data block")
+        order = np.argsort(skey, kind="stable")
+        key_dt = np.uint32 if self.total_length < (1 << 32) else np.int64
+        off_dt = np.uint32 if src.size < (1 << 32) else np.int64
+        self.block_start_key = skey[order].astype(key_dt)
+        self.block_end_key = ekey[order].astype(key_dt)
+        self.block_offset = off[order].astype(off_dt)
+        self.block_size = size[order].astype(off_dt)
+        self.block_ends_rise = bool((self.block_end_key[1:] >= self.block_end_key[:-1]).all())
+
+    # -- chromosomes (a shared ChromTable)
+    @property
+    def chrom_names(self) -> list:
+        return self.chrom_table.names
+
+    @property
+    def chrom_sizes(self) -> dict:
+        return self.chrom_table.sizes
+
+    @property
+    def chrom_ids(self) -> dict:
+        return self.chrom_table.ids
+
+    @property
+    def chrom_lengths(self) -> np.ndarray:
+        return self.chrom_table.lengths
+
+    @property
+    def chrom_offsets(self) -> np.ndarray:
+        return self.chrom_table.offsets
+
+    @property
+    def total_length(self) -> int:
+        return self.chrom_table.total_length
+
+    def adopt_blocks(self, index, t: int):
+        """Keep views of `index`'s block arrays (rows of track `t`) instead of this file's own."""
+        a, b = int(index.file_block_first[t]), int(index.file_block_first[t + 1])
+        self.block_start_key = index.block_start[a:b]
+        self.block_end_key = index.block_end[a:b]
+        self.block_offset = index.block_offset[a:b]
+        self.block_size = index.block_size[a:b]
 
     @property
     def n_blocks(self) -> int:

@@ -26,8 +26,21 @@ def read_rtree_leaves(source, offset: int, bo: str) -> np.ndarray:
                         ("end_base", bo + "u4"), ("offset", bo + "u8"), ("size", bo + "u8")])
     node_dt = np.dtype([("start_chrom", bo + "u4"), ("start_base", bo + "u4"), ("end_chrom", bo + "u4"),
                         ("end_base", bo + "u4"), ("child", bo + "u8")])
-    leaves = walk_tree(source, offset + RTREE_HEADER_SIZE, bo, block_size, item_count, leaf_dt, node_dt, "R-tree")
-    out = np.concatenate(leaves) if leaves else np.zeros(0, leaf_dt)
+    out = walk_tree(source, offset + RTREE_HEADER_SIZE, bo, block_size, item_count, leaf_dt, node_dt, "R-tree")
     if len(out) != item_count:
         raise BigWigFormatError(path, f"R-tree holds {len(out)} blocks, its header says {item_count}")
-    return out.astype(leaf_dt.newbyteorder("="))
+    return out if bo == "<" and np.little_endian else out.astype(leaf_dt.newbyteorder("="))
+
+
+def rtree_bytes_estimate(item_count: int, block_size: int) -> int:
+    """Bytes an R-tree of `item_count` leaves in nodes of `block_size` items takes at most when
+    written as UCSC and pyBigWig write it (nodes one after another, padded to full size): the
+    window to read in one go before walking it."""
+    bs = max(int(block_size), 2)
+    nodes, level = 0, max(int(item_count), 1)
+    while True:
+        level = -(-level // bs)
+        nodes += level
+        if level <= 1:
+            break
+    return RTREE_HEADER_SIZE + nodes * (4 + bs * 32)

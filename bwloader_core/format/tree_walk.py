@@ -14,8 +14,9 @@ MAX_DEPTH = 32
 
 
 def walk_tree(source, root: int, bo: str, block_size: int, item_count: int, leaf_dt: np.dtype,
-              node_dt: np.dtype, what: str) -> list:
-    """Leaf item arrays in tree order. `node_dt` must have a `child` field (the child node offset)."""
+              node_dt: np.dtype, what: str) -> np.ndarray:
+    """Every leaf item in tree order, one structured array of `leaf_dt` (read-only, file byte
+    order). `node_dt` must have a `child` field (the child node offset)."""
     path = source.path
     leaves = []
     level = [root]
@@ -32,14 +33,14 @@ def walk_tree(source, root: int, bo: str, block_size: int, item_count: int, leaf
             if count > block_size:
                 raise BigWigFormatError(path, f"{what} node at {node_off} has {count} items > blockSize {block_size}")
             dt = leaf_dt if is_leaf else node_dt
-            items = np.frombuffer(source.pread(node_off + NODE_HEADER_SIZE, count * dt.itemsize, f"{what} node"), dt)
+            raw = source.pread(node_off + NODE_HEADER_SIZE, count * dt.itemsize, f"{what} node")
             if is_leaf:
-                leaves.append(items)
+                leaves.append(raw)
             else:
-                next_level.extend(items["child"].tolist())
+                next_level.extend(np.frombuffer(raw, dt)["child"].tolist())
                 if len(next_level) > item_count + 1:
                     raise BigWigFormatError(path, f"{what} has more nodes than items (corrupt child offsets)")
         if not next_level:
-            return leaves
+            return np.frombuffer(b"".join(leaves), leaf_dt)
         level = next_level
     raise BigWigFormatError(path, f"{what} deeper than {MAX_DEPTH} levels (corrupt)")

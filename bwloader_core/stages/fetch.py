@@ -48,6 +48,8 @@ class BlockTable:
                                # pool, `io.Lease`), or IN_MEMORY (`offset` is the address of the bytes)
     offset: np.ndarray         # int64: byte offset in the file
     size: np.ndarray           # int64: bytes on disk
+    start_key: np.ndarray      # int64: the block's first key (file key space)
+    end_key: np.ndarray        # int64: key past its last base
     compressed: np.ndarray     # bool
     uncompress_buf_size: np.ndarray  # int64: the file's bound on an inflated block (0: stored raw)
     big_endian: np.ndarray     # bool
@@ -67,23 +69,21 @@ class BlockTable:
     @classmethod
     def from_index(cls, index, blocks, need_key=None, partial: bool = True) -> "BlockTable":
         """Rows for FlatIndex block ids `blocks`, from the index's flat arrays in a few vector
-        operations (no loop over files). `need_key` (global keys) enables partial inflate."""
-        files = index.leaf_file[blocks]
+        operations (no loop over files). `need_key` (per block, in its file's key space) enables
+        partial inflate."""
+        blocks = np.asarray(blocks, np.int64)
+        files = index.block_file(blocks)
         n = len(blocks)
         compressed = index.file_compressed[files]
         ubs = index.file_uncompress_buf_size[files]
-        size = index.leaf_size[blocks]
+        size = index.block_size[blocks].astype(np.int64)
+        sk = index.block_start[blocks].astype(np.int64)
+        ek = index.block_end[blocks].astype(np.int64)
         want = dict(partial=np.zeros(n, bool), chrom=np.zeros(n, np.int64), need_pos=np.zeros(n, np.int64),
                     want0=np.zeros(n, np.int64))
-        file_need = None
-        if need_key is not None:
-            file_need = need_key - index.track_base[files]
         if need_key is not None and partial and n:
-            sk, ek = index.leaf_start[blocks], index.leaf_end[blocks]
-            first = index.file_chrom_first[files]
-            g = np.searchsorted(index.chrom_key_base, sk, side="right") - 1    # chromosome of the block start
-            g = np.clip(g, first, first + np.maximum(index.file_n_chroms[files] - 1, 0))
-            want["chrom"] = g - first
+            g = index.chrom_row_of_keys(files, sk)              # chromosome of the block start
+            want["chrom"] = g - index.file_chrom_first[files]
             want["need_pos"] = need_key - index.chrom_key_base[g]
             part, want["want0"] = partial_plan(need_key, sk, ek, ubs)
             want["partial"] = compressed & part
@@ -92,14 +92,16 @@ class BlockTable:
         slot = np.zeros(n, np.int64)
         if n:
             slot[1:] = np.cumsum(slot_words)[:-1]
-        return cls(file=files, local=index.leaf_local[blocks], fd=np.full(n, NOT_LEASED, np.int32),
-                   offset=index.leaf_offset[blocks], size=size, compressed=compressed, uncompress_buf_size=ubs,
-                   big_endian=index.file_big_endian[files], need_key=file_need, capacity=capacity, slot=slot,
+        return cls(file=files, local=blocks - index.file_block_first[files], fd=np.full(n, NOT_LEASED, np.int32),
+                   offset=index.block_offset[blocks].astype(np.int64), size=size, start_key=sk, end_key=ek,
+                   compressed=compressed, uncompress_buf_size=ubs, big_endian=index.file_big_endian[files],
+                   need_key=need_key, capacity=capacity, slot=slot,
                    total_words=int(slot_words.sum()), all_local=index.all_local, **want)
 
     def take(self, rows) -> "BlockTable":
         """The given rows, keeping their slots (and the whole buffer's size)."""
-        pick = {k: getattr(self, k)[rows] for k in ("file", "local", "fd", "offset", "size", "compressed",
+        pick = {k: getattr(self, k)[rows] for k in ("file", "local", "fd", "offset", "size", "start_key",
+                                                      "end_key", "compressed",
                                                       "uncompress_buf_size", "big_endian", "partial", "chrom",
                                                       "need_pos", "want0", "capacity", "slot")}
         return replace(self, need_key=None if self.need_key is None else self.need_key[rows], **pick)
@@ -390,10 +392,9 @@ def _fetch_blocks(ks, files, table: BlockTable, buf, nbytes, cache, zng, overflo
             raw = f.read_blocks(local[miss])
             for k, data in zip(miss, raw):
                 read += len(data)
-                jl = int(local[k])
                 if zng is not None and table.partial[k]:
                     out = inflate_partial(zng, f, data, int(table.offset[k]), int(table.need_key[k]),
-                                          int(f.block_start_key[jl]), int(f.block_end_key[jl]))
+                                          int(table.start_key[k]), int(table.end_key[k]))
                 else:
                     out = inflate_one(f, data, int(table.offset[k]))
                 blocks[k] = out

@@ -2,14 +2,15 @@
 (query, track) each serves.
 
 A *pair* is one query on one track, numbered track-major: `pair = t * batch + b`. Its bases are
-the keys `[key_lo, key_hi)` of the collection's `FlatIndex`, clipped to the chromosome; `origin`
-is the key of output base 0 (it may lie before the chromosome start).
+the keys `[key_lo, key_hi)` in its file's key space (see `FlatIndex`), clipped to the chromosome;
+`origin` is the key of output base 0 (it may lie before the chromosome start).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from ..index import FlatIndex
 
@@ -20,7 +21,8 @@ class Queries:
     tracks: np.ndarray    # int64 (T,): collection track of each output column
     batch: int            # B
     length: int           # L: bases per query
-    key_lo: np.ndarray    # int64 (T * B,): first key of each pair (0 with key_hi 0: nothing to read)
+    key_lo: np.ndarray    # int64 (T * B,): first key of each pair, in its file's key space
+                          # (0 with key_hi 0: nothing to read)
     key_hi: np.ndarray    # int64 (T * B,)
     origin: np.ndarray    # int64 (T * B,): key of output base 0
 
@@ -50,16 +52,16 @@ class Plan:
         return len(self.blocks)
 
 
-def plan_batch(index: FlatIndex, q: Queries) -> Plan:
-    """Every block overlapping any pair, found by two `searchsorted` over all files at once."""
+def plan_batch(index: FlatIndex, q: Queries, compiled: bool = True) -> Plan:
+    """Every block overlapping any pair: per pair, two binary searches over its file's blocks
+    (`block_ranges`), then the links in a few vector operations."""
     key_lo, key_hi = q.key_lo, q.key_hi
-    lo = np.searchsorted(index.leaf_end_cummax, key_lo, side="right")
-    hi = np.searchsorted(index.leaf_start, key_hi, side="left")
+    lo, hi = block_ranges(index, q, compiled)
     n = np.where(key_hi > key_lo, np.maximum(hi - lo, 0), 0)
     m = int(n.sum())
     pair = np.repeat(np.arange(len(key_lo)), n)
     ids = np.repeat(lo - (np.cumsum(n) - n), n) + np.arange(m)
-    keep = index.leaf_end[ids] > key_lo[pair]
+    keep = index.block_end[ids] > key_lo[pair]
     pair, ids = pair[keep], ids[keep]
     blocks = np.sort(ids)                  # np.unique: same result, ~10x slower here (hashing)
     if len(blocks):
@@ -68,3 +70,51 @@ def plan_batch(index: FlatIndex, q: Queries) -> Plan:
     need = np.zeros(len(blocks), np.int64)
     np.maximum.at(need, link_block, key_hi[pair])
     return Plan(q, blocks, need, pair, link_block)
+
+
+def block_ranges(index: FlatIndex, q: Queries, compiled: bool = True):
+    """Per pair, the block rows [lo, hi) of its file that may overlap [key_lo, key_hi): lo is the
+    first block whose running-maximum end passes key_lo, hi the first starting at or after key_hi."""
+    first = index.file_block_first
+    file_of_pair = np.repeat(q.tracks, q.batch)
+    if compiled:
+        lo = np.empty(q.n_pairs, np.int64)
+        hi = np.empty(q.n_pairs, np.int64)
+        _block_ranges(first, index.block_start, index.block_end_cummax, file_of_pair, q.key_lo, q.key_hi, lo, hi)
+        return lo, hi
+    # NumPy reference: one pair of searchsorted per output column (the pairs of one track)
+    lo = np.zeros(q.n_pairs, np.int64)
+    hi = np.zeros(q.n_pairs, np.int64)
+    B = q.batch
+    for c, t in enumerate(q.tracks.tolist()):
+        a, b = int(first[t]), int(first[t + 1])
+        sl = slice(c * B, (c + 1) * B)
+        lo[sl] = a + np.searchsorted(index.block_end_cummax[a:b], q.key_lo[sl], side="right")
+        hi[sl] = a + np.searchsorted(index.block_start[a:b], q.key_hi[sl], side="left")
+    return lo, hi
+
+
+@njit(nogil=True, cache=True)
+def _block_ranges(first, start, end_cummax, file_of_pair, key_lo, key_hi, lo_out, hi_out):
+    for p in range(file_of_pair.shape[0]):
+        f = file_of_pair[p]
+        a = first[f]
+        b = first[f + 1]
+        x = key_lo[p]
+        lo, hi = a, b
+        while lo < hi:                       # first row with end_cummax > key_lo
+            mid = (lo + hi) >> 1
+            if np.int64(end_cummax[mid]) <= x:
+                lo = mid + 1
+            else:
+                hi = mid
+        lo_out[p] = lo
+        x = key_hi[p]
+        hi = b
+        while lo < hi:                       # first row with start >= key_hi
+            mid = (lo + hi) >> 1
+            if np.int64(start[mid]) < x:
+                lo = mid + 1
+            else:
+                hi = mid
+        hi_out[p] = lo
