@@ -16,7 +16,7 @@ import numpy as np
 
 from .device import Device
 from .dtypes import cast_output
-from .stages.fetch import BlockFetcher, BlockTable, Words
+from .stages.fetch import SLOT_RATIO, BlockFetcher, BlockTable, Words
 from .stages.fill import WindowBuffers, fill_compiled, fill_reference
 from .stages.parse import Sections, parse_blocks
 from .stages.plan import Plan, Queries, plan_batch
@@ -25,6 +25,7 @@ from .stages.search import (Entries, clip_entries, item_ranges, item_ranges_numb
 
 STAGES = ("plan", "read+inflate", "decode", "search", "fill")
 PARALLEL_MIN_ENTRIES = 256     # below this, one thread searches and paints (hand-off costs more)
+GROUP_BYTES = 192 << 20        # working memory of one group of tracks (BWLOADER_GROUP_BYTES overrides)
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,9 @@ class BatchProcessor:
         self.timings = dict.fromkeys(STAGES, 0.0)
         self.last_timings = dict.fromkeys(STAGES, 0.0)
         self.blocks_decoded = 0
+        self.group_bytes = int(os.environ.get("BWLOADER_GROUP_BYTES", GROUP_BYTES))
+        self.groups_run = 0          # track groups of wide batches (see `track_groups`)
+        self.batches_fused = 0       # windowed batches done by the fused path (see `fused`)
 
     # -- stages ---------------------------------------------------------------------------------
     def plan(self, queries: Queries) -> Plan:
@@ -129,8 +133,92 @@ class BatchProcessor:
         self.last_timings = last
         return out
 
+    def track_groups(self, plan: Plan, spec: OutputSpec) -> list[tuple[int, int]]:
+        """Output columns (tracks) in groups whose working memory (inflated blocks in their slots,
+        window sums, the group's share of the output) stays within `group_bytes`; one group
+        for every batch that fits. A wide batch (thousands of tracks, long windows) then runs
+        group after group through the same reusable buffers."""
+        q = plan.queries
+        T, B = q.n_tracks, q.batch
+        if T <= 1 or not len(plan.blocks):
+            return [(0, T)]
+        idx = self.collection.index
+        files = idx.block_file(plan.blocks)
+        size = idx.block_size[plan.blocks].astype(np.int64)
+        slot = np.where(idx.file_compressed[files],
+                        np.minimum(idx.file_uncompress_buf_size[files], size * SLOT_RATIO + 4096), size)
+        cost = np.bincount(plan.link_pair // B, weights=slot[plan.link_block], minlength=T)
+        w = spec.window_size
+        per_value = 44 if w > 1 else 12      # window sums, covered, max/min + finishing; or painted + cast
+        cost += B * (q.length // w) * per_value
+        total = float(cost.sum())
+        if total <= self.group_bytes:
+            return [(0, T)]
+        cum = np.cumsum(cost)
+        n_groups = int(-(-total // self.group_bytes))
+        cuts = np.searchsorted(cum, total * np.arange(1, n_groups) / n_groups, side="right")
+        bounds = np.unique(np.concatenate([[0], np.clip(cuts, 1, T - 1), [T]])).tolist()
+        return list(zip(bounds[:-1], bounds[1:]))
+
     def _process_cpu(self, q: Queries, spec: OutputSpec, t0: float):
         plan = self.plan(q)
+        if spec.window_size > 1 and self.fused:
+            done = self._process_fused(q, spec, plan, t0)
+            if done is not None:
+                return done
+        groups = self.track_groups(plan, spec)
+        if len(groups) > 1:
+            return self._process_groups(q, spec, plan, groups, t0)
+        return self._run_cpu(q, spec, plan, t0)
+
+    @property
+    def fused(self) -> bool:
+        """True when windowed batches take the fused path (`stages.fused`): CPU, compiled kernels
+        and fetch, local files, no block cache (BWLOADER_FUSED=0 turns it off)."""
+        from .stages.fetch import native_available
+        return (self._cuda is None and self.kernel == "numba" and self._fetcher.native and not self._fetcher.cache
+                and self.collection.index.all_local and os.environ.get("BWLOADER_FUSED", "1") != "0"
+                and native_available())
+
+    def _process_fused(self, q: Queries, spec: OutputSpec, plan: Plan, t0: float):
+        """Windowed values through the fused per-chunk kernel; None when the batch needs the
+        staged path (which then also reports any error). Its time counts as read+inflate."""
+        from .stages.fused import fused_batch
+        table = self.block_table(plan)
+        t1 = time.perf_counter()
+        scaling = self.collection.scaling_factors
+        col_scale = np.ones(q.n_tracks) if scaling is None else scaling[q.tracks].astype(np.float64)
+        out, read = fused_batch(self.collection.files, self.collection.index, plan, table, col_scale, spec,
+                                self._fetcher.map, self.n_threads)
+        if out is None:
+            return None
+        self._fetcher.bytes_read += read
+        self.blocks_decoded += len(table)
+        self.batches_fused += 1
+        out = cast_output(out, spec.dtype)
+        t2 = time.perf_counter()
+        return out, dict(zip(STAGES, (t1 - t0, t2 - t1, 0.0, 0.0, 0.0)))
+
+    def _process_groups(self, q: Queries, spec: OutputSpec, plan: Plan, groups, t0: float):
+        """A wide batch group by group into one output: each group planned, fetched, parsed,
+        searched and filled on its own (every pair's values are computed exactly as in one go)."""
+        from .dtypes import resolve_dtype
+        B, T = q.batch, q.n_tracks
+        dt = resolve_dtype(spec.dtype)
+        out = np.empty((B, q.length // spec.window_size, T), dt)
+        last = dict.fromkeys(STAGES, 0.0)
+        last["plan"] = time.perf_counter() - t0
+        for c0, c1 in groups:
+            t1 = time.perf_counter()
+            sub = q.columns(c0, c1)
+            part, times = self._run_cpu(sub, spec, self.plan(sub), t1, cast=dt != np.float32)
+            out[:, :, c0:c1] = part               # float64 sums -> float32: the rounding cast_output does
+            for k, v in times.items():
+                last[k] += v
+        self.groups_run += len(groups)
+        return out, last
+
+    def _run_cpu(self, q: Queries, spec: OutputSpec, plan: Plan, t0: float, cast: bool = True):
         table = self.block_table(plan)
         t1 = time.perf_counter()
         words = self.fetch(table)
@@ -139,7 +227,9 @@ class BatchProcessor:
         t3 = time.perf_counter()
         entries = self.search(plan, words, secs, sec_chrom)
         t4 = time.perf_counter()
-        out = cast_output(self.fill(words, secs, entries, q, spec), spec.dtype)
+        out = self.fill(words, secs, entries, q, spec)
+        if cast:
+            out = cast_output(out, spec.dtype)
         t5 = time.perf_counter()
         return out, dict(zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)))
 

@@ -189,6 +189,37 @@ def finalize_windows(sums, covered, acc, w, reduce, default):
     return np.where(covered == w, acc, pick(acc, default))
 
 
+def finalize_windows_into(sums, covered, acc, w, reduce, default, mask):
+    """`finalize_windows` computed in place: the result in `sums` (returned), `covered` and
+    `acc` overwritten, `mask` (bool, same length) a scratch buffer. The same ufuncs in the same
+    order, so the same bits, without a fresh array per step (each would fault its pages in)."""
+    skip_nan = bool(np.isnan(default))
+    if reduce in ("mean", "sum"):
+        if skip_nan:
+            if reduce == "mean":
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    np.divide(sums, covered, out=sums)
+            np.greater(covered, 0, out=mask)
+            np.logical_not(mask, out=mask)
+            np.copyto(sums, np.nan, where=mask)
+            return sums
+        np.subtract(w, covered, out=covered)
+        np.multiply(default, covered, out=covered)
+        np.add(sums, covered, out=sums)
+        if reduce == "mean":
+            np.divide(sums, w, out=sums)
+        return sums
+    if skip_nan:
+        np.greater(covered, 0, out=mask)
+        np.copyto(sums, np.nan)
+        np.copyto(sums, acc, where=mask)
+        return sums
+    (np.maximum if reduce == "max" else np.minimum)(acc, default, out=sums)
+    np.equal(covered, w, out=mask)
+    np.copyto(sums, acc, where=mask)
+    return sums
+
+
 # -- the reference path over runs ---------------------------------------------------------------
 def entry_runs(words: Words, secs: Sections, e: Entries):
     """The items of every entry as runs (pair, local start, local end, value float32, entry), in
@@ -281,49 +312,123 @@ def window_accumulate(words, fwords, e_pair, e_type, e_item_word, e_first, e_cou
     -1 at first) the end of the pair's last run. Returns False at the first overlap (the caller
     then takes the reference path). Threads given entries of disjoint pairs write disjoint memory."""
     nw = length // w
-    lim = nw * w
     for j in range(entries.shape[0]):
         k = entries[j]
         p = e_pair[k]
-        a, bb, o, sc = e_a[k], e_b[k], e_o[k], e_scale[k]
-        for i in range(e_first[k], e_first[k] + e_count[k]):
-            s, e, v = _item(words, fwords, e_type[k], e_item_word[k], i, e_sstart[k], e_step[k], e_span[k])
-            ls = max(s, a) - o
-            le = min(e, bb) - o
-            if le <= ls:
-                continue
-            if ls < last[p]:
-                return False
-            last[p] = le
-            if le > lim:
-                le = lim
-            if le <= ls:
-                continue
-            val = np.float64(v) * sc
-            if skip_nan and np.isnan(val):
-                continue
-            for win in range(ls // w, (le - 1) // w + 1):
-                lo = max(ls, win * w)
-                hi = min(le, (win + 1) * w)
-                seg = hi - lo
-                f = p * nw + win
-                sums[f] += val * seg
-                covered[f] += seg
-                if want_extreme:
-                    if is_max:
-                        if val > acc[f] or np.isnan(val):
-                            acc[f] = val
-                    elif val < acc[f] or np.isnan(val):
-                        acc[f] = val
+        end = accumulate_entry(words, fwords, e_type[k], e_item_word[k], e_first[k], e_count[k], e_sstart[k],
+                               e_step[k], e_span[k], e_a[k], e_b[k], e_o[k], e_scale[k], p * nw, nw * w, w,
+                               skip_nan, want_extreme, is_max, last[p], sums, covered, acc)
+        if end == OVERLAP:
+            return False
+        last[p] = end
     return True
 
 
+OVERLAP = -(1 << 62)      # accumulate_entry's answer when a run starts before the previous one ended
+
+
+@njit(nogil=True, cache=True)
+def accumulate_entry(words, fwords, typ, iw, first, count, s0, st, sp, a, bb, o, sc, f0, lim, w, skip_nan,
+                     want_extreme, is_max, last, sums, covered, acc):
+    """One entry's items into the windows f0, f0 + 1, ... (one pair's) of sums / covered / acc;
+    `last` is the end of the pair's previous run (-1 at first). Returns the end of its last run,
+    or OVERLAP.
+
+    The window being filled is held in locals and written back when the walk leaves it: the
+    same additions in the same order as adding into the arrays piece by piece, without a memory
+    round trip (and a division) per item."""
+    f = -1                             # the window in the locals (flat index), none yet
+    win_hi = np.int64(0)
+    cs = 0.0
+    cc = 0.0
+    ca = 0.0
+    for i in range(first, first + count):
+        s, e, v = _item(words, fwords, typ, iw, i, s0, st, sp)
+        ls = max(s, a) - o
+        le = min(e, bb) - o
+        if le <= ls:
+            continue
+        if ls < last:
+            return OVERLAP
+        last = le
+        if le > lim:
+            le = lim
+        if le <= ls:
+            continue
+        val = np.float64(v) * sc
+        if skip_nan and np.isnan(val):
+            continue
+        if not want_extreme and f >= 0 and le <= win_hi and ls >= win_hi - w:
+            seg = le - ls                         # the usual item: inside the window at hand
+            cs += val * seg
+            cc += seg
+            continue
+        x = ls
+        while x < le:
+            if x >= win_hi or f < 0:              # into the window of base x
+                if f >= 0:
+                    sums[f] = cs
+                    covered[f] = cc
+                    if want_extreme:
+                        acc[f] = ca
+                if f >= 0 and x < win_hi + w:     # the next window (no division)
+                    f += 1
+                    win_hi += w
+                else:
+                    win = x // w
+                    win_hi = (win + 1) * w
+                    f = f0 + win
+                cs = sums[f]
+                cc = covered[f]
+                if want_extreme:
+                    ca = acc[f]
+            hi = min(le, win_hi)
+            seg = hi - x
+            cs += val * seg
+            cc += seg
+            if want_extreme:
+                if is_max:
+                    if val > ca or np.isnan(val):
+                        ca = val
+                elif val < ca or np.isnan(val):
+                    ca = val
+            x = hi
+    if f >= 0:
+        sums[f] = cs
+        covered[f] = cc
+        if want_extreme:
+            acc[f] = ca
+    return last
+
+
+@njit(nogil=True, cache=True, inline="always")
+def finish_window(s, c, x, w, mode, skip_nan, is_max, default):
+    """One window's value from its sum, covered bases and max/min (`mode` 0 mean, 1 sum,
+    2 max/min), as `finalize_windows` computes it element by element."""
+    if mode == 2:
+        if skip_nan:
+            return x if c > 0.0 else np.nan
+        if c == w or x != x:
+            return x
+        if is_max:
+            return x if x > default else default      # np.maximum(acc, default): the default on a tie
+        return x if x < default else default
+    if skip_nan:
+        if c > 0.0:
+            return s / c if mode == 0 else s
+        return np.nan
+    x = s + default * (w - c)
+    return x / w if mode == 0 else x
+
+
 class WindowBuffers:
-    """Sums, covered, acc and last (per pair) for `window_accumulate`, kept between batches: fresh
-    pages would fault inside the threads, which then wait on each other."""
+    """Sums, covered, acc and last (per pair) for `window_accumulate`, and a mask for finishing
+    the windows in place, kept between batches: fresh pages would fault inside the threads,
+    which then wait on each other."""
 
     def __init__(self):
         self._bufs = (np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0, np.int64))
+        self._mask = np.zeros(0, bool)
 
     def get(self, n_windows, n_pairs):
         """Zeroed sums and covered, acc (unset) and last (-1), sized for this batch."""
@@ -335,6 +440,11 @@ class WindowBuffers:
         covered.fill(0.0)
         last.fill(-1)
         return sums, covered, acc, last
+
+    def mask(self, n_windows):
+        if len(self._mask) < n_windows:
+            self._mask = np.empty(len(self._bufs[0]), bool)
+        return self._mask[:n_windows]
 
 
 def fill_compiled(words: Words, secs: Sections, e: Entries, T, B, L, window_size, reduce, default_value,
@@ -364,8 +474,9 @@ def fill_compiled(words: Words, secs: Sections, e: Entries, T, B, L, window_size
     ok = all(run_parts(lambda i: window_accumulate(
         *args, L, window_size, bool(np.isnan(default_value)), reduce in ("max", "min"), reduce == "max",
         entries_of(i), sums, covered, acc, last), range(n_parts)))
-    if ok:
-        red = finalize_windows(sums, covered, acc, window_size, reduce, default_value)
+    if ok:       # a view of the reusable buffers: the caller copies it out (cast_output, or a group's slice)
+        red = finalize_windows_into(sums, covered, acc, window_size, reduce, default_value,
+                                    window_buffers.mask(len(sums)))
         return red.reshape(T, B, -1).transpose(1, 2, 0)
     return fill_reference(words, secs, e, T, B, L, window_size, reduce, default_value, entry_scale)
 

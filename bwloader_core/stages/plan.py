@@ -34,6 +34,12 @@ class Queries:
     def n_pairs(self) -> int:
         return len(self.key_lo)
 
+    def columns(self, c0: int, c1: int) -> "Queries":
+        """The queries of output columns (tracks) c0..c1-1 (their pairs are contiguous)."""
+        B = self.batch
+        sl = slice(c0 * B, c1 * B)
+        return Queries(self.tracks[c0:c1], B, self.length, self.key_lo[sl], self.key_hi[sl], self.origin[sl])
+
 
 @dataclass(frozen=True, eq=False)
 class Plan:

@@ -170,32 +170,36 @@ def item_ranges_numba(words, e_type, e_count, e_item_word, e_sstart, e_step, e_s
     count = np.zeros(n, np.int64)
     top = words.shape[0] - 1
     for k in range(n):
-        typ, cnt, base, a, b = e_type[k], np.int64(e_count[k]), e_item_word[k], e_a[k], e_b[k]
-        span = np.int64(e_span[k])
-        if typ == 3:
-            s0 = np.int64(e_sstart[k])
-            step = np.int64(e_step[k])
-            if step == 0:
-                f0 = 0
-                f1 = cnt if (s0 < b and s0 + span > a) else 0
-            else:
-                f0 = min(max((a - span - s0) // step + 1, 0), cnt)
-                f1 = min(max(-((s0 - b) // step), 0), cnt)
-        elif cnt == 0:
-            f0 = f1 = 0
-        else:
-            iw = 3 if typ == 1 else 2
-            end_word = 1 if typ == 1 else 0
-            end_add = 0 if typ == 1 else span
-            lo_key = _key(words, top, base, 0, iw, 0, 0)
-            hi_key = _key(words, top, base, cnt - 1, iw, end_word, end_add)
-            per = max(hi_key - lo_key, 1) / cnt
-            # first item whose end > a; then first whose start >= b (start < b  <=>  start <= b - 1)
-            f0 = _first_above(words, top, base, cnt, iw, end_word, end_add, a, np.int64((a - lo_key) / per))
-            f1 = _first_above(words, top, base, cnt, iw, 0, 0, b - 1, np.int64((b - lo_key) / per))
-        first[k] = f0
-        count[k] = max(f1 - f0, 0)
+        first[k], count[k] = item_range(words, top, e_type[k], np.int64(e_count[k]), e_item_word[k],
+                                        np.int64(e_sstart[k]), np.int64(e_step[k]), np.int64(e_span[k]),
+                                        e_a[k], e_b[k])
     return first, count
+
+
+@njit(nogil=True, cache=True, inline="always")
+def item_range(words, top, typ, cnt, base, s0, step, span, a, b):
+    """(first, count): the items of one section (type, item count, first item word, start, step,
+    span) overlapping bases [a, b) of its chromosome; `top` is the last word index."""
+    if typ == 3:
+        if step == 0:
+            f0 = 0
+            f1 = cnt if (s0 < b and s0 + span > a) else 0
+        else:
+            f0 = min(max((a - span - s0) // step + 1, 0), cnt)
+            f1 = min(max(-((s0 - b) // step), 0), cnt)
+    elif cnt == 0:
+        f0 = f1 = 0
+    else:
+        iw = 3 if typ == 1 else 2
+        end_word = 1 if typ == 1 else 0
+        end_add = 0 if typ == 1 else span
+        lo_key = _key(words, top, base, 0, iw, 0, 0)
+        hi_key = _key(words, top, base, cnt - 1, iw, end_word, end_add)
+        per = max(hi_key - lo_key, 1) / cnt
+        # first item whose end > a; then first whose start >= b (start < b  <=>  start <= b - 1)
+        f0 = _first_above(words, top, base, cnt, iw, end_word, end_add, a, np.int64((a - lo_key) / per))
+        f1 = _first_above(words, top, base, cnt, iw, 0, 0, b - 1, np.int64((b - lo_key) / per))
+    return f0, max(f1 - f0, 0)
 
 
 # -- numba-cuda kernel --------------------------------------------------------------------------
