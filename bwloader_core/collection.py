@@ -94,6 +94,7 @@ class BigWigCollection:
         self.scaling = None if self._scaling is None else self._scaling.tolist()
         self._processor = None
         self._lock = threading.Lock()
+        self._pid = os.getpid()
         self._closed = False
 
     def _parse_scaling(self, scaling):
@@ -220,6 +221,12 @@ class BigWigCollection:
         if zoom and window_size > 1:
             return self._get_batch_zoom(chromosomes, starts, ends, window_size, reduce, default_value,
                                         dtype, tracks, zoom)
+        if self._pid != os.getpid():
+            # a forked child (a DataLoader worker): the parent's inflate threads and lock state did not
+            # come along; start afresh (the parent's processor is the parent's to close)
+            self._lock = threading.Lock()
+            self._processor = None
+            self._pid = os.getpid()
         with self._lock:
             if self._processor is None:
                 from .batch_processor import BatchProcessor
@@ -272,7 +279,7 @@ class BigWigCollection:
         """Close every file and stop the inflate threads. Safe to call twice."""
         self._closed = True
         proc = getattr(self, "_processor", None)
-        if proc is not None:
+        if proc is not None and getattr(self, "_pid", None) == os.getpid():
             proc.close()
             self._processor = None
         for f in self.files:
