@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import data_files as df
-from bwloader_core import BigWigCollection, BigWigFormatError
+from bwloader_core import BigWigCollection, BigWigFormatError, BigWigReadError
 from bwloader_core.device import Device, cuda_simulated
 
 pytestmark = [pytest.mark.cuda_sim,
@@ -115,6 +115,24 @@ def test_corrupt_block_is_a_format_error_naming_file_and_offset(bw_files, tmp_pa
     with BigWigCollection([str(bad)], backend=Device.cuda(inflater=inflater)) as gpu:
         with pytest.raises(BigWigFormatError, match=rf"bad\.bw.*(offset {off}|inflate|corrupt)"):
             gpu.get_batch([chrom], [0], [f.chrom_sizes[chrom]])
+
+
+@pytest.mark.parametrize("inflater", INFLATERS)
+def test_file_truncated_while_open_is_a_read_error(bw_files, tmp_path, inflater):
+    """The GPU's staged preads (or the hybrid's CPU fetch) come up short: the block goes to the CPU
+    fetcher, which raises the I/O error (an OSError naming the file), not a format error."""
+    import errno
+    import os
+    f = bw_files["pybigwig_bedgraph"]
+    p = tmp_path / "cut.bw"
+    shutil.copy(f.path, p)
+    with BigWigCollection([str(p)], backend=Device.cuda(inflater=inflater)) as gpu:
+        bwf = gpu.files[0]
+        chrom = bwf.chrom_names[0]
+        os.truncate(p, int(bwf.block_offset[len(bwf.block_offset) // 2]))
+        with pytest.raises(BigWigReadError, match=r"cut\.bw: short read .* truncated while open") as ei:
+            gpu.get_batch([chrom], [0], [bwf.chrom_sizes[chrom] // 10 * 10], window_size=10)
+        assert ei.value.errno == errno.EIO and not isinstance(ei.value, BigWigFormatError)
 
 
 def test_section_claiming_more_items_than_its_slot(bw_files, tmp_path):
