@@ -239,11 +239,14 @@ class BigWigCollection:
         from .zoom import pick_zoom_level, zoom_windows
         q = self.prepare_queries(chromosomes, starts, ends, tracks, window_size, reduce, dtype)
         T, B, L = q.n_tracks, q.batch, q.length
+        levels = [pick_zoom_level(self.files[t], window_size, zoom) for t in q.tracks.tolist()]
+        if all(level is None for level in levels):       # no track has a fitting level: the exact batch as is
+            return self.get_batch(chromosomes, starts, ends, window_size, reduce, default_value, dtype, tracks=tracks)
         out = np.empty((T, B, L // window_size))
         exact = []
         for ti, t in enumerate(q.tracks.tolist()):
             f = self.files[t]
-            level = pick_zoom_level(f, window_size, zoom)
+            level = levels[ti]
             if level is None:
                 exact.append(ti)
                 continue
@@ -324,6 +327,7 @@ def _check_memory(batch, length, tracks, window_size, itemsize):
     """Refuse up front a batch whose arrays cannot fit in memory, with the estimate."""
     out = batch * (length // window_size) * tracks
     work = batch * length * tracks * 4 if window_size == 1 else out * 8 * 3
+    work = min(work, 1 << 30)          # wide batches run in track groups (or fused) of bounded working memory
     need = out * itemsize + work
     if need < 64 << 20:               # not worth a read of /proc/meminfo per batch
         return
