@@ -118,16 +118,20 @@ def cmd_bench(args) -> int:
 
 
 def dashboard_script() -> Path | None:
-    """app/dashboard.py of the source checkout this package runs from (editable installs)."""
-    p = Path(__file__).resolve().parents[1] / "app" / "dashboard.py"
-    return p if p.is_file() else None
+    """The served page of the installed dashboard (bwloader_app/dashboard.py), or None when the
+    `bwloader_app` package is missing."""
+    import importlib.util
+    try:
+        spec = importlib.util.find_spec("bwloader_app.dashboard")
+    except ImportError:
+        return None
+    return Path(spec.origin) if spec is not None and spec.origin else None
 
 
 def cmd_serve(args) -> int:
     script = dashboard_script()
     if script is None:
-        print("error: the dashboard (app/dashboard.py) comes with the source checkout; install bwloader from it "
-              "with `pip install -e '.[app]'` (or run `make demo` there)", file=sys.stderr)
+        print("error: the dashboard (package bwloader_app) is not installed; reinstall bwloader", file=sys.stderr)
         return 2
     try:
         import panel  # noqa: F401
@@ -136,7 +140,18 @@ def cmd_serve(args) -> int:
         return 2
     env = dict(os.environ)
     if args.data:
-        env["BWLOADER_DATA"] = str(Path(args.data).resolve())
+        root = Path(args.data).expanduser().resolve()
+        if not root.is_dir():
+            print(f"error: --data {args.data}: no such folder", file=sys.stderr)
+            return 2
+        env["BWLOADER_DATA"] = str(root)
+    elif not env.get("BWLOADER_DATA"):
+        from .demo import default_demo_dir, ensure_demo_collection
+        root = default_demo_dir()
+        if not (root / "demo_collection.json").is_file():
+            print(f"writing the demo collection to {root} (once)", flush=True)
+        env["BWLOADER_DATA"] = str(ensure_demo_collection(root))
+    print(f"data root: {env['BWLOADER_DATA']}", flush=True)
     cmd = [sys.executable, "-m", "panel", "serve", str(script), "--address", args.address, "--port", str(args.port)]
     if args.address not in ("127.0.0.1", "localhost", "::1"):
         cmd += ["--allow-websocket-origin", "*"]
@@ -145,6 +160,8 @@ def cmd_serve(args) -> int:
     if args.show:
         cmd.append("--show")
     print(f"bwloader dashboard: http://{args.address}:{args.port}/dashboard", flush=True)
+    if os.name == "posix":          # become the server: signals (Ctrl-C, SIGTERM) reach it directly
+        os.execve(sys.executable, cmd, env)
     return subprocess.call(cmd, env=env)
 
 
@@ -174,7 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     pb.set_defaults(func=cmd_bench)
 
     ps = sub.add_parser("serve", help="serve the dashboard (Panel) on localhost")
-    ps.add_argument("--data", metavar="DIR", help="data root with bigWig folders (default: BWLOADER_DATA or demo_data)")
+    ps.add_argument("--data", metavar="DIR",
+                    help="data root with bigWig folders (default: $BWLOADER_DATA, else the demo collection, "
+                         "written once into $XDG_CACHE_HOME/bwloader/demo_data, i.e. ~/.cache/bwloader/demo_data)")
     ps.add_argument("--port", type=int, default=5006)
     ps.add_argument("--address", default="127.0.0.1", help="address to bind (default: localhost only)")
     ps.add_argument("--show", action="store_true", help="open a browser")

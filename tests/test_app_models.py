@@ -1,9 +1,9 @@
-"""The dashboard's models (app/models.py) without a browser: real demo files in a temporary data root."""
+"""The dashboard's models (bwloader_app: data_root, state, stream, sweep, plot_data) without a browser:
+real demo files in a temporary data root."""
 from __future__ import annotations
 
 import os
 import shutil
-import sys
 import threading
 import time
 from pathlib import Path
@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 pytest.importorskip("param")
-sys.path.append(str(Path(__file__).resolve().parent.parent))   # the `app` package of the checkout
 
-from app.models import (DashboardState, PathOutsideRootError, confine, dna_view,  # noqa: E402
-                        minmax_decimate, sample_view)
+from bwloader_app.data_root import PathOutsideRootError, confine  # noqa: E402
+from bwloader_app.plot_data import dna_view, minmax_decimate, sample_view  # noqa: E402
+from bwloader_app.state import DashboardState  # noqa: E402
 from bwloader_core import LoaderConfig  # noqa: E402
 from bwloader_core.demo import write_demo_collection  # noqa: E402
 
@@ -138,9 +138,9 @@ def test_widgets_drive_the_config_and_yaml(state):
 
 
 def test_backend_offers_cuda_only_with_a_gpu(state):
-    from bwloader_core.backend import _cuda_unavailable_reason
+    from bwloader_core.device import cuda_unavailable_reason
     offered = state.config.param.backend.objects
-    assert ("cuda" in offered) == (_cuda_unavailable_reason() is None)
+    assert ("cuda" in offered) == (cuda_unavailable_reason() is None)
     assert {"cpu", "auto"} <= set(offered)
     assert "cuda" in LoaderConfig.param.backend.objects      # the class itself is untouched
 
@@ -329,7 +329,7 @@ def test_sweep_measures_batch_sizes_times_workers_and_the_baseline(state):
 
 def test_pybigwig_baseline_matches_the_loader(state):
     pytest.importorskip("pyBigWig")
-    from app.models import pybigwig_loop
+    from bwloader_app.sweep import pybigwig_loop
     state.config.param.update(sequence_length=300, window_size=3, batch_size=4, reference_genome=None)
     with state.config.build() as ds:
         qb = ds.generator.batch(0, 0)
@@ -386,7 +386,7 @@ def test_sample_view_undoes_the_reverse_complement(state):
 # -- views build without a browser ---------------------------------------------------------------
 def test_views_build_and_render_to_bokeh(state):
     pytest.importorskip("panel")
-    from app.views import Dashboard
+    from bwloader_app import Dashboard
     d = Dashboard(state)
     root = d.__panel__().get_root()
     assert root is not None
@@ -400,7 +400,7 @@ def test_views_build_and_render_to_bokeh(state):
 
 
 def test_uploads_are_size_limited(state):
-    from app.models import MAX_BED_BYTES, MAX_YAML_BYTES
+    from bwloader_app.state import MAX_BED_BYTES, MAX_YAML_BYTES
     before = state.config.to_yaml()
     assert not state.load_yaml(b"a: 1\n" * (MAX_YAML_BYTES // 5 + 1), "big.yaml")
     assert "larger than" in state.upload_error and "big.yaml" in state.upload_error

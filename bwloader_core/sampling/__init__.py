@@ -1,7 +1,7 @@
 """Query sampling: regions, position and track samplers, and the sharded QueryBatchGenerator."""
 
 from .query_batch_generator import QueryBatch, QueryBatchGenerator, distributed_rank_world_size
-from .regions import Regions, load_regions, subtract
+from .regions import Regions, load_regions, parse_bed, subtract
 from .samplers import (
     AllTracks,
     ArrayPositions,
@@ -23,6 +23,7 @@ __all__ = [
     "distributed_rank_world_size",
     "Regions",
     "load_regions",
+    "parse_bed",
     "subtract",
     "RegionSampler",
     "PositionSource",

@@ -1,7 +1,7 @@
 """Views of the dashboard: `pn.viewable.Viewer`s whose widgets come from the models' parameters.
 
 `Dashboard(state)` is the whole thing: `.sidebar` and `.main` go into a template for `panel serve`
-(app/dashboard.py); displayed on its own (a notebook cell) it renders both side by side.
+(bwloader_app/dashboard.py); displayed on its own (a notebook cell) it renders both side by side.
 """
 from __future__ import annotations
 
@@ -13,11 +13,13 @@ import numpy as np
 import pandas as pd
 import panel as pn
 import param
+from panel.theme.fast import Fast as _PanelFast
 from panel.viewable import Viewer
 
-from .models import SNIPPET, DashboardState, human_bytes
-
-hv.extension("bokeh", logo=False)
+from .plot_data import bucket_columns
+from .state import SNIPPET, DashboardState
+from .stream import STAGES
+from .util import human_bytes
 
 ACCENT = "#2b6cb0"
 CURVE_HEIGHT = 60
@@ -27,6 +29,33 @@ PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8
 WORKERS = hv.Dimension("sweep_workers", label="workers")
 SWEEP_SPS = hv.Dimension("sweep_sps", label="samples/s")
 BASE_COLORS = {"A": "#2ca02c", "C": "#1f77b4", "G": "#ff7f0e", "T": "#d62728", "N": "#999999"}
+
+
+_extensions_loaded = False
+
+
+def load_extensions(session: bool = False):
+    """Load HoloViews' Bokeh renderer and Panel's browser code (with Tabulator). In a notebook the
+    first call puts that code into the cell's output (once per kernel); `session=True` (a served
+    page) loads it into every session."""
+    global _extensions_loaded
+    if _extensions_loaded and not session:
+        return
+    hv.extension("bokeh", logo=False)
+    if session:
+        pn.extension("tabulator", notifications=False, sizing_mode="stretch_width")
+    else:
+        pn.extension("tabulator", notifications=False)
+    _extensions_loaded = True
+
+
+class LocalFast(_PanelFast):
+    """Panel's Fast design without its web font: the page asks nothing of fonts.googleapis.com
+    (system sans-serif fonts instead)."""
+    _resources = {k: v for k, v in _PanelFast._resources.items() if k != "font"}
+
+
+LocalFast.__name__ = "Fast"     # Panel finds the design's bundled files under the class name
 
 
 def _pad_left(plot, element):
@@ -285,7 +314,6 @@ class BatchView(Viewer):
             self._tick_heat.event()
 
     def _heat(self, counter=0):
-        from .models import bucket_columns
         b = self.state.stream.batch
         name = self.state.heatmap_track
         t = list(b.track_names).index(name) if name in b.track_names else 0
@@ -357,7 +385,6 @@ class ThroughputView(Viewer):
 
     def _stage_plot(self, counter=0):
         ms = self.state.stream.stage_ms or {}
-        from .models import STAGES
         data = [(k, ms.get(k, 0.0)) for k in STAGES]
         return hv.Bars(data, hv.Dimension("stage"), hv.Dimension("ms", label="ms per batch")).opts(
             responsive=True, height=230, color=ACCENT, tools=["hover"], xrotation=30,
@@ -467,8 +494,16 @@ class Dashboard(Viewer):
     state = param.ClassSelector(class_=DashboardState)
     period_ms = param.Integer(default=400, bounds=(50, 10_000))
 
-    def __init__(self, state: DashboardState | None = None, **params):
-        super().__init__(state=state or DashboardState(), **params)
+    def __init__(self, state: DashboardState | None = None, data_root=None, **params):
+        """`Dashboard()` (data root: $BWLOADER_DATA, else the demo collection),
+        `Dashboard(data_root="/path/to/folders")`, or `Dashboard(state)` around an existing
+        DashboardState."""
+        load_extensions()
+        if state is None:
+            state = DashboardState(data_root)
+        elif data_root is not None:
+            raise ValueError("give a DashboardState or a data_root, not both")
+        super().__init__(state=state, **params)
         s = self.state
         self.collection = CollectionView(state=s)
         self.queries = QueryView(state=s)
