@@ -18,6 +18,7 @@ from bwloader_app.views import ACCENT, Dashboard, LocalFast, load_extensions   #
 def build_app(data_root=None):
     """The page of one session: a FastListTemplate around a Dashboard."""
     load_extensions(session=True)
+    _local_stylesheets()
     dashboard = Dashboard(data_root=data_root)
     template = pn.template.FastListTemplate(
         title="bwloader · bigWig batches, live",
@@ -38,6 +39,18 @@ def build_app(data_root=None):
 
     pn.state.on_session_destroyed(_closed)
     return template
+
+
+def _local_stylesheets():
+    """Point the session's stylesheets at this server before any component is made. Panel sets
+    this when it renders the page, but a session re-created for a browser that connected late
+    (after the unused-session timeout) is never rendered, and its components then ask the CDN."""
+    from panel.io.resources import LOCAL_DIST, use_cdn
+    doc = pn.state.curdoc
+    if doc is None or doc.session_context is None or use_cdn():
+        return
+    rel = pn.state.rel_path
+    doc.template_variables.setdefault("dist_url", f"{rel}/{LOCAL_DIST}" if rel else LOCAL_DIST)
 
 
 if __name__.startswith("bokeh_app"):                  # run by `panel serve` (bwloader serve)

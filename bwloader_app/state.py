@@ -35,6 +35,17 @@ dataset.close()
 '''
 
 
+def describe_backend(backend: str) -> str:
+    """The backend a loader with this setting runs on, and why where 'auto' falls back to the CPU."""
+    from bwloader_core.device import cuda_unavailable_reason
+    if backend == "cpu":
+        return "cpu"
+    reason = cuda_unavailable_reason()
+    if reason is None:
+        return "cuda"
+    return f"cpu ({reason})" if backend == "auto" else f"none: {reason}"
+
+
 class DashboardState(param.Parameterized):
     """One browser session (or notebook) of the dashboard: a LoaderConfig and everything around it."""
 
@@ -53,6 +64,7 @@ class DashboardState(param.Parameterized):
     bed_error = param.String(default="", doc="why the uploaded BED was refused")
     notice = param.String(default="", doc="what the last upload did")
     yaml_text = param.String(default="", doc="the config as YAML (what Download gives)")
+    backend_in_use = param.String(default="cpu", doc="the backend the loader runs on ('auto' resolved)")
 
     def __init__(self, data_root=None, **params):
         root = Path(data_root) if data_root is not None else default_data_root()
@@ -69,6 +81,7 @@ class DashboardState(param.Parameterized):
         self.config.param.watch(self._on_config, knob_names())
         self._on_files()
         self.yaml_text = self.config.to_yaml()
+        self.backend_in_use = describe_backend(self.config.backend)
 
     # -- collection -> config ---------------------------------------------------------------------
     def _on_files(self, *events):
@@ -157,6 +170,7 @@ class DashboardState(param.Parameterized):
     # -- config changed ---------------------------------------------------------------------------
     def _on_config(self, *events):
         self.yaml_text = self.config.to_yaml()
+        self.backend_in_use = describe_backend(self.config.backend)
         self.stream.invalidate()
 
     # -- export / import --------------------------------------------------------------------------

@@ -110,6 +110,13 @@ class CollectionView(Viewer):
                 w.param.trigger("value")
         pn.state.execute(push, schedule=True)
 
+    def about(self):
+        """The package version and the backend the loader runs on."""
+        from bwloader_core import __version__
+        return pn.pane.Markdown(pn.bind(lambda b: f"bwloader {__version__} · backend in use: **{b}**",
+                                        self.state.param.backend_in_use),
+                                css_classes=["bw-about"], margin=(0, 10))
+
     def _rescan(self):
         self.state.browser.refresh()
 
@@ -122,6 +129,7 @@ class CollectionView(Viewer):
     def __panel__(self):
         b = self.state.browser
         return pn.Column(
+            self.about(),
             pn.pane.Markdown(f"**Data root** `{b.root}`", margin=(0, 10)),
             self.folder, _alert(b, "message", "warning"), self.tracks, self.fasta, self.rescan,
             sizing_mode="stretch_width")
@@ -139,18 +147,59 @@ KNOB_GROUPS = {
     "Performance": ["num_workers", "threads_per_worker", "queue_size", "cache_bytes", "backend"],
     "Advanced (Python literals)": ["exclude", "scaling", "track_names"],
 }
+# settings with their own widgets elsewhere on the page (the Collection card, the Regions card)
+KNOBS_ELSEWHERE = ("bigwig_paths", "reference_genome", "regions", "tracks")
+RADIO = {"type": pn.widgets.RadioButtonGroup, "button_type": "primary", "button_style": "outline"}
 KNOB_WIDGETS = {
     "num_workers": pn.widgets.IntInput,
     "queue_size": pn.widgets.IntInput,
     "threads_per_worker": pn.widgets.IntInput,
     "max_unknown_fraction": {"type": pn.widgets.FloatInput, "step": 0.05, "start": 0.0, "end": 1.0},
     "default_value": pn.widgets.FloatInput,
-    "backend": pn.widgets.RadioButtonGroup,
-    "dtype": pn.widgets.RadioButtonGroup,
-    "reduce": pn.widgets.RadioButtonGroup,
-    "one_hot_unknown": pn.widgets.RadioButtonGroup,
+    "backend": RADIO,
+    "dtype": RADIO,
+    "reduce": RADIO,
+    "one_hot_unknown": RADIO,
     "cache_bytes": {"type": pn.widgets.IntInput, "step": 1 << 20},
 }
+# what an empty field means, for settings whose default is None ("automatic")
+PLACEHOLDERS = {
+    "center_bin_to_predict": "automatic: the whole window",
+    "batches_per_epoch": "automatic: region length / (sequence length x batch size)",
+    "threads_per_worker": "automatic: CPUs / workers",
+    "max_unknown_fraction": "none: keep every window",
+    "exclude": "none",
+    "scaling": "none: every factor 1",
+    "track_names": "automatic: file names",
+}
+
+
+def knob_groups() -> dict[str, list[str]]:
+    """KNOB_GROUPS, with any other LoaderConfig setting (one added later) under Advanced."""
+    from .util import knob_names
+    listed = {k for names in KNOB_GROUPS.values() for k in names} | set(KNOBS_ELSEWHERE)
+    groups = {t: list(n) for t, n in KNOB_GROUPS.items()}
+    groups["Advanced (Python literals)"] += [k for k in knob_names() if k not in listed]
+    return groups
+
+
+def knob_widget(cfg, name):
+    """The widget spec of one setting: KNOB_WIDGETS, plus a placeholder where empty means automatic."""
+    spec = KNOB_WIDGETS.get(name)
+    p = cfg.param[name]
+    if p.default is None and getattr(p, "allow_None", False):
+        spec = dict(spec) if isinstance(spec, dict) else ({"type": spec} if spec is not None else {})
+        if "type" not in spec:
+            if isinstance(p, param.Integer):
+                spec["type"] = pn.widgets.IntInput
+            elif isinstance(p, param.Number):
+                spec["type"] = pn.widgets.FloatInput
+            elif isinstance(p, (param.String,)):
+                spec["type"] = pn.widgets.TextInput
+            else:
+                spec["type"] = pn.widgets.LiteralInput
+        spec["placeholder"] = PLACEHOLDERS.get(name, "automatic")
+    return spec
 
 
 class QueryView(Viewer):
@@ -170,10 +219,11 @@ class QueryView(Viewer):
         self.clear_bed.on_click(lambda e: s.clear_bed())
         self.tracks_per_batch = pn.widgets.IntInput.from_param(s.param.tracks_per_batch,
                                                                name="Tracks per batch (0: all)")
-        self.groups = {
-            title: pn.Param(s.config, parameters=names, widgets={k: v for k, v in KNOB_WIDGETS.items() if k in names},
-                            show_name=False, sizing_mode="stretch_width", name=title)
-            for title, names in KNOB_GROUPS.items()}
+        self.groups = {}
+        for title, names in knob_groups().items():
+            widgets = {k: w for k in names if (w := knob_widget(s.config, k)) is not None}
+            self.groups[title] = pn.Param(s.config, parameters=names, widgets=widgets, show_name=False,
+                                          sizing_mode="stretch_width", name=title)
 
     def _on_bed(self, event):
         if event.new:

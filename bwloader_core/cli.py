@@ -152,6 +152,7 @@ def cmd_serve(args) -> int:
             print(f"writing the demo collection to {root} (once)", flush=True)
         env["BWLOADER_DATA"] = str(ensure_demo_collection(root))
     print(f"data root: {env['BWLOADER_DATA']}", flush=True)
+    env.setdefault("BOKEH_RESOURCES", "server")    # Panel's and Bokeh's code from this server, not a CDN
     cmd = [sys.executable, "-m", "panel", "serve", str(script), "--address", args.address, "--port", str(args.port)]
     if args.address not in ("127.0.0.1", "localhost", "::1"):
         cmd += ["--allow-websocket-origin", "*"]

@@ -1,8 +1,9 @@
 """The dashboard in a real browser: `panel serve app/dashboard.py` on demo data made in a temporary
 folder, driven by headless Chromium through Playwright (pytest-playwright's `browser` fixture).
 
-The tests run in file order on one page (a page load costs seconds): look, change a widget, step,
-stream, download and upload YAML, try a path outside the data root, sweep, and end the session.
+The tests run in file order on one page (a page load costs seconds): check that no request leaves
+localhost, look, change a widget, step, stream, download and upload YAML, try a path outside the
+data root, sweep, and end the session.
 """
 from __future__ import annotations
 
@@ -152,7 +153,37 @@ def _wait_text(page, text, timeout=TIMEOUT_MS):
     page.get_by_text(text).first.wait_for(timeout=timeout)
 
 
+def _is_local(url: str, origin: str) -> bool:
+    """A request the page makes to its own server (blob: URLs made from its own data included)."""
+    return url.startswith((origin + "/", "data:", f"blob:{origin}/")) or url in (origin, "about:blank")
+
+
 # ------------------------------------------------------------------------------------------------
+def test_nothing_leaves_localhost(browser, server):
+    """Every request of a page load and a Step goes to the dashboard's own server and succeeds:
+    no CDN scripts or styles, no web fonts (a cluster node has no internet)."""
+    origin = server["url"].rsplit("/", 1)[0]
+    ctx = browser.new_context(viewport={"width": 1500, "height": 1300})
+    ctx.set_default_timeout(TIMEOUT_MS)
+    pg = ctx.new_page()
+    requests, failed, bad_status = [], [], []
+    pg.on("request", lambda r: requests.append(r.url))
+    pg.on("requestfailed", lambda r: failed.append(f"{r.url}: {r.failure}"))
+    pg.on("response", lambda r: bad_status.append(f"{r.url}: {r.status}") if r.status >= 400 else None)
+    try:
+        pg.goto(server["url"], timeout=90_000)
+        pg.get_by_role("button", name="Step").wait_for(timeout=90_000)
+        pg.get_by_role("button", name="Step").click()
+        _wait_text(pg, "batches received: 1")
+        pg.wait_for_timeout(1500)                       # late requests (plots, fonts) included
+        outside = [u for u in requests if not _is_local(u, origin)]
+        assert len(requests) > 10                       # the page, its scripts and styles were seen
+        assert outside == [], "\n".join(outside)
+        assert failed == [] and bad_status == [], (failed, bad_status)
+    finally:
+        ctx.close()
+
+
 def test_page_shows_the_collection(page, server):
     _wait_text(page, str(server["root"].resolve()))
     for track in ("H3K27ac_rep1", "H3K4me3_rep1", "CTCF_rep1", "ATAC_rep1"):
@@ -160,6 +191,32 @@ def test_page_shows_the_collection(page, server):
     _wait_text(page, "reference_genome:")                       # the YAML preview
     assert page.get_by_role("textbox", name="Reference FASTA (empty: none)").input_value() == "genome.fa"
     assert page.js_errors == []
+
+
+def test_version_backend_placeholders_and_selected_radio_choice(page):
+    from bwloader_core import __version__
+    _wait_text(page, f"bwloader {__version__} · backend in use: cpu")
+    for text in ("automatic: the whole window", "automatic: CPUs / workers", "none: keep every window"):
+        box = page.get_by_placeholder(text)
+        assert box.count() == 1 and box.input_value() == "", text
+    # every radio group (reduce, dtype, N handling, backend): the selected button stands out
+    groups = page.evaluate("""() => { const out = [];
+        const walk = (r) => r.querySelectorAll('*').forEach(e => {
+            if (e.classList && e.classList.contains('bk-btn-group')) {
+                const btns = Array.from(e.querySelectorAll('button'));
+                if (btns.length > 1) out.push(btns.map(b => [b.textContent.trim(), b.classList.contains('bk-active'),
+                                                          getComputedStyle(b).backgroundColor, getComputedStyle(b).color]));
+            }
+            if (e.shadowRoot) walk(e.shadowRoot); });
+        walk(document); return out; }""")
+    labels = {b[0] for g in groups for b in g}
+    assert {"mean", "float32", "zeros", "cpu"} <= labels, labels
+    for g in groups:
+        active = [b for b in g if b[1]]
+        assert len(active) == 1, g
+        others = [b for b in g if not b[1]]
+        assert all((b[2], b[3]) != (active[0][2], active[0][3]) for b in others), g   # colours differ
+        assert active[0][2] not in ("rgba(0, 0, 0, 0)", "transparent"), g           # filled, not outlined
 
 
 def test_changing_a_widget_changes_the_exported_config(page):
