@@ -8,7 +8,6 @@ data root, sweep, and end the session.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -22,34 +21,8 @@ pytest.importorskip("playwright")
 pytest.importorskip("panel")
 
 REPO = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run"]
 CHROMS = {"chr1": 400_000, "chr2": 250_000, "chrM": 16_569}
 TIMEOUT_MS = 45_000
-
-
-def _chromium() -> str | None:
-    """/usr/bin/chromium, installed with apt when missing and we may (root, apt-get present)."""
-    if os.path.exists(CHROMIUM):
-        return CHROMIUM
-    if shutil.which("apt-get") and hasattr(os, "geteuid") and os.geteuid() == 0:
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        try:
-            subprocess.run(["apt-get", "update", "-qq"], env=env, timeout=300, capture_output=True)
-            subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], env=env, timeout=600, capture_output=True)
-        except (OSError, subprocess.SubprocessError):
-            pass
-    return CHROMIUM if os.path.exists(CHROMIUM) else None
-
-
-@pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args):
-    """pytest-playwright launches the system Chromium (`playwright install` cannot download here)."""
-    exe = _chromium()
-    if exe is None:
-        pytest.skip("Chromium is not installed and cannot be installed here (`make test` installs it)")
-    return {**browser_type_launch_args, "executable_path": exe, "args": LAUNCH_ARGS, "headless": True}
 
 
 def _free_port() -> int:
