@@ -32,8 +32,10 @@ demo: $(STAMP)
 	@echo "bwloader dashboard: http://localhost:$(DEMO_PORT)/dashboard   (Ctrl-C stops it)"
 	BWLOADER_DATA=$(CURDIR)/demo_data $(VENV)/bin/panel serve app/dashboard.py --address 127.0.0.1 --port $(DEMO_PORT)
 
+# Two steps: measure (every number into docs/scoreboard.json), then render (JSON -> Markdown + PNG).
 bench: $(STAMP)
-	$(PY) benchmarks/scoreboard.py --out docs/scoreboard.md --plot docs/scoreboard.png
+	$(PY) benchmarks/scoreboard.py --json docs/scoreboard.json
+	$(PY) benchmarks/scoreboard_render.py docs/scoreboard.json --out docs/scoreboard.md --plot docs/scoreboard.png
 
 clean:
 	rm -rf $(VENV) demo_data benchmarks/out
