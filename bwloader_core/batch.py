@@ -14,6 +14,9 @@ class Batch:
     `sequences` is (batch, sequence_length, 4) (A, C, G, T) over [starts, ends), or None without a
     reference genome. Samples with `reverse_complement` set have values reversed along length and
     the sequence reverse-complemented. The batch owns its arrays: no later batch overwrites them.
+    `timings` holds seconds per stage; `stats` other measurements of the batch: with sequences,
+    `unknown_fraction` (the share of N / non-ACGT bases over all its sequences) and
+    `all_unknown_samples` (samples whose sequence is N only).
     """
 
     values: np.ndarray
@@ -29,6 +32,7 @@ class Batch:
     epoch: int = 0
     index: int = 0
     timings: dict = field(default_factory=dict)
+    stats: dict = field(default_factory=dict)     # e.g. unknown_fraction: share of N in `sequences`
 
     @property
     def batch_size(self) -> int:

@@ -12,13 +12,14 @@ import os
 import queue
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 from .batch import Batch
 from .batch_processor import BatchProcessor
-from .sequence import reverse_complement_codes
+from .sequence import reverse_complement_codes, unknown_fraction
 
 log = logging.getLogger(__name__)
 _POLL = 0.05           # seconds between checks of the stop flag while blocked on a queue
@@ -46,6 +47,7 @@ def make_batch(qb, processor: BatchProcessor, genome, spec: BatchSpec) -> Batch:
     if rc.any():
         values[rc] = values[rc, ::-1, :]
     sequences = None
+    stats = {}
     if genome is not None:
         t1 = time.perf_counter()
         codes = getattr(qb, "sequence_codes", None)   # already read by the N filter
@@ -53,13 +55,23 @@ def make_batch(qb, processor: BatchProcessor, genome, spec: BatchSpec) -> Batch:
         if rc.any():
             codes[rc] = reverse_complement_codes(codes[rc])
         sequences = genome.one_hot(codes, dtype=spec.sequence_dtype or spec.dtype)
+        stats = _sequence_stats(codes)
         timings["sequence"] = time.perf_counter() - t1
     timings["total"] = time.perf_counter() - t0
     return Batch(values=values, chromosomes=np.asarray(qb.chromosomes), starts=np.asarray(qb.starts),
                  ends=np.asarray(qb.ends), target_starts=np.asarray(qb.target_starts),
                  target_ends=np.asarray(qb.target_ends), track_indices=np.asarray(qb.track_indices),
                  track_names=tuple(qb.track_names), reverse_complement=rc, sequences=sequences,
-                 epoch=int(getattr(qb, "epoch", 0)), index=int(getattr(qb, "index", 0)), timings=timings)
+                 epoch=int(getattr(qb, "epoch", 0)), index=int(getattr(qb, "index", 0)), timings=timings,
+                 stats=stats)
+
+
+def _sequence_stats(codes) -> dict:
+    """How much of the served sequence is unknown (N, IUPAC codes): a model fed mostly N learns
+    nothing, and nothing else would say so."""
+    per_sample = unknown_fraction(codes) if codes.size else np.zeros(len(codes))
+    return {"unknown_fraction": float(np.mean(per_sample)) if len(per_sample) else 0.0,
+            "all_unknown_samples": int(np.count_nonzero(per_sample >= 1.0))}
 
 
 def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
@@ -174,6 +186,8 @@ class StreamedDataloader:
         self.batches_yielded = 0
         self.samples_yielded = 0
         self.wait_seconds = 0.0
+        self._unknown_sum = 0.0          # sum over yielded batches of (unknown fraction x samples)
+        self._warned_unknown = False
 
     def _start(self):
         self._started = True
@@ -194,6 +208,7 @@ class StreamedDataloader:
                     nxt += 1
                     self.batches_yielded += 1
                     self.samples_yielded += batch.batch_size
+                    self._note_unknown(batch)
                     yield batch
                     continue
                 t0 = time.perf_counter()
@@ -209,6 +224,28 @@ class StreamedDataloader:
                 pending[seq] = payload
         finally:
             self.close()
+
+    @property
+    def unknown_fraction(self) -> float | None:
+        """Share of unknown (N / non-ACGT) bases in the sequences yielded so far (None without
+        sequences)."""
+        if not self.samples_yielded or not self._has_sequences:
+            return None
+        return self._unknown_sum / self.samples_yielded
+
+    _has_sequences = False
+
+    def _note_unknown(self, batch):
+        frac = batch.stats.get("unknown_fraction")
+        if frac is None:
+            return
+        self._has_sequences = True
+        self._unknown_sum += frac * batch.batch_size
+        if not self._warned_unknown and batch.stats.get("all_unknown_samples", 0) == batch.batch_size:
+            self._warned_unknown = True
+            warnings.warn(f"bwloader: every sequence of batch {batch.index} (epoch {batch.epoch}) is unknown bases "
+                          "(N) only: the FASTA may not cover these regions (another assembly?). Set "
+                          "max_unknown_fraction to redraw such windows", RuntimeWarning, stacklevel=3)
 
     def _get(self):
         while True:
@@ -287,7 +324,8 @@ def _genome_factory(genome):
     if isinstance(genome, (str, os.PathLike)):
         path, kw = os.fspath(genome), {}
     else:
-        path, kw = genome.path, {"one_hot_unknown": getattr(genome, "one_hot_unknown", "zeros")}
+        path, kw = genome.path, {"one_hot_unknown": getattr(genome, "one_hot_unknown", "zeros"),
+                                 "aliases": getattr(genome, "aliases", None)}
 
     def open_genome():
         from .sequence import ReferenceGenome
