@@ -105,6 +105,13 @@ def list_bigwigs(root, folder: Path) -> tuple[list[Path], list[str]]:
     return ok, refused
 
 
+def fasta_sizes(path) -> dict:
+    """{name: size} of a FASTA, from its .fai (built when missing, as the loader would)."""
+    from bwloader_core.sequence import ReferenceGenome
+    with ReferenceGenome(path) as genome:
+        return dict(genome.chrom_sizes)
+
+
 def file_summary(path) -> dict:
     """What the dashboard shows of one bigWig (read with bwloader's BigWigFile)."""
     with BigWigFile(path) as f:
@@ -124,14 +131,20 @@ class DataRootBrowser(param.Parameterized):
     fastas = param.List(default=[], item_type=str, doc="FASTA files under the root")
     tracks = param.ListSelector(default=[], objects=[], doc="selected tracks (file stems)")
     fasta = param.String(default="", doc="reference FASTA (relative to the data root; empty: none)")
+    fasta_pinned = param.Boolean(default=False, doc=(
+        "keep the chosen FASTA when the folder changes, as long as its chromosomes fit the new files "
+        "(otherwise the folder's own FASTA, when it has exactly one, else none)"))
     summaries = param.List(default=[], doc="BigWigFile summary of each selected track")
+    unreadable = param.List(default=[], doc="files of the folder that cannot be read: dicts (file, reason); not selectable")
     message = param.String(default="", doc="why a path was refused, or what was skipped")
     chrom_sizes = param.Dict(default={}, doc="chromosome sizes over the selected tracks")
+    file_sizes = param.Dict(default={}, doc="chromosome sizes of each selected track's file: {path: {chrom: size}}")
 
     def __init__(self, root, **params):
         root = Path(root).expanduser().resolve()
         super().__init__(root=str(root), **params)
-        self._paths: dict[str, Path] = {}            # track name -> resolved file
+        self._paths: dict[str, Path] = {}            # track name -> resolved file (readable ones)
+        self._summary: dict[str, dict] = {}          # track name -> file_summary
         self._folder_ok = None
         self._fasta_ok = ""
         self.refresh()
@@ -167,39 +180,73 @@ class DataRootBrowser(param.Parameterized):
                 self.folder = self._folder_ok
             self.message = msg
             return
+        summary, bad = {}, []
+        for p in paths:                                  # open each once: the unreadable are set aside
+            try:
+                summary[p.stem] = file_summary(p)
+            except (OSError, ValueError) as exc:
+                bad.append(dict(file=p.name, reason=error_text(exc)))
+        if not summary:
+            asked = self.folder
+            reasons = "; ".join(f"{b['file']}: {b['reason']}" for b in bad[:3])
+            if self._folder_ok is not None:                # back to the last good folder
+                self.folder = self._folder_ok
+            self.message = f"{asked}: no readable bigWig file ({reasons})"
+            return
         rel = full.relative_to(Path(self.root)).as_posix() or "."
         self._folder_ok = rel
-        self._paths = {p.stem: p.resolve() for p in paths}
+        self._paths = {p.stem: p.resolve() for p in paths if p.stem in summary}
+        self._summary = summary
         names = list(self._paths)
         self.param.tracks.objects = names
-        note = f"skipped (link pointing outside the data root): {', '.join(refused)}" if refused else ""
-        self.message = note
+        notes = []
+        if refused:
+            notes.append(f"skipped (link pointing outside the data root): {', '.join(refused)}")
+        if bad:
+            notes.append("not readable, left out: " + "; ".join(f"{b['file']} ({b['reason']})" for b in bad))
+        self.param.update(unreadable=bad, message="\n".join(notes))
         if self.folder != rel:
             self.folder = rel
-        if not self.fasta:
-            in_folder = [f for f in self.fastas if Path(f).parent.as_posix() == rel]
-            if in_folder:
-                self.fasta = in_folder[0]
+        self._fasta_for_folder(rel)
         if self.tracks == names:
             self.param.trigger("tracks")          # same names in another folder: refresh all the same
         else:
             self.tracks = names
 
+    def _fasta_for_folder(self, rel):
+        """The FASTA of a new folder: the pinned one if its chromosomes fit the folder's files, else
+        the folder's own when it has exactly one, else none."""
+        if self.fasta_pinned and self.fasta and self._fasta_fits(self.fasta):
+            return
+        own = [f for f in self.fastas if Path(f).parent.as_posix() == rel]
+        self.fasta = own[0] if len(own) == 1 else ""
+
+    def _fasta_fits(self, fasta) -> bool:
+        """Every chromosome the FASTA shares with the folder's files has their size, and they share one."""
+        try:
+            sizes = fasta_sizes(confine(self.root, fasta))
+        except (OSError, ValueError):
+            return False
+        shared = 0
+        for s in self._summary.values():
+            for c, n in s["chrom_sizes"].items():
+                if c in sizes:
+                    shared += 1
+                    if sizes[c] != n:
+                        return False
+        return shared > 0
+
     @param.depends("tracks", watch=True)
     def _on_tracks(self):
-        summaries, sizes, errors = [], {}, []
+        summaries, sizes, per_file = [], {}, {}
         for name in self.tracks:
-            try:
-                s = file_summary(self._paths[name])
-            except (OSError, ValueError, KeyError) as exc:
-                errors.append(f"{name}: {error_text(exc)}")
-                continue
-            for c, n in s.pop("chrom_sizes").items():
+            s = dict(self._summary[name])
+            chrom_sizes = s.pop("chrom_sizes")
+            per_file[str(self._paths[name])] = chrom_sizes
+            for c, n in chrom_sizes.items():
                 sizes[c] = max(n, sizes.get(c, 0))
             summaries.append(s)
-        self.param.update(summaries=summaries, chrom_sizes=sizes)
-        if errors:
-            self.message = "; ".join(errors)
+        self.param.update(summaries=summaries, chrom_sizes=sizes, file_sizes=per_file)
 
     @param.depends("fasta", watch=True)
     def _on_fasta(self):

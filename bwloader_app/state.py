@@ -65,6 +65,11 @@ class DashboardState(param.Parameterized):
     notice = param.String(default="", doc="what the last upload did")
     yaml_text = param.String(default="", doc="the config as YAML (what Download gives)")
     backend_in_use = param.String(default="cpu", doc="the backend the loader runs on ('auto' resolved)")
+    files_check = param.String(default="", doc=(
+        "what the checks of the chosen files found: chromosome names or sizes that differ between the "
+        "bigWigs and the FASTA (the error build() would give), or what allow_size_mismatch leaves out"))
+    files_check_level = param.Selector(default="", objects=["", "warning", "error"],
+                                       doc="error: Start would fail; warning: it runs on part of the genome")
 
     def __init__(self, data_root=None, **params):
         root = Path(data_root) if data_root is not None else default_data_root()
@@ -79,6 +84,8 @@ class DashboardState(param.Parameterized):
         self._bed_regions = None
         self.browser.param.watch(self._on_files, ["tracks", "fasta", "chrom_sizes"])
         self.config.param.watch(self._on_config, knob_names())
+        self.config.param.watch(lambda *e: self.check_files(),
+                                ["allow_size_mismatch", "chromosome_aliases", "regions", "exclude"])
         self._on_files()
         self.yaml_text = self.config.to_yaml()
         self.backend_in_use = describe_backend(self.config.backend)
@@ -101,6 +108,41 @@ class DashboardState(param.Parameterized):
                 changes["scaling"] = None
         self.config.param.update(**changes)
         self._update_regions()
+        self.check_files()
+
+    def check_files(self):
+        """The checks build() makes across files, on the chosen tracks and FASTA, as soon as they
+        are chosen: names the FASTA lacks (and which would match), sizes that differ (assemblies)."""
+        from bwloader_core.assembly import check_assembly, resolve_aliases
+        from bwloader_core.sampling import load_regions, subtract
+        from bwloader_core.sequence import ReferenceGenome, check_chromosomes
+        cfg, sizes, per_file = self.config, self.browser.chrom_sizes, self.browser.file_sizes
+        if not per_file:
+            self.param.update(files_check="", files_check_level="")
+            return
+        genome = None
+        try:
+            regs = load_regions(cfg.regions, sizes, unknown_chroms="drop")
+            if cfg.exclude is not None:
+                regs = subtract(regs, cfg.exclude)
+            sampled = list(dict.fromkeys(regs.chroms.tolist()))
+            fasta = self.browser.fasta_path() if self.browser.fasta else None
+            if fasta:
+                genome = ReferenceGenome(fasta)
+                names = resolve_aliases(cfg.chromosome_aliases, list(genome.chrom_sizes), list(sizes))
+                if names:
+                    genome.close()
+                    genome = ReferenceGenome(fasta, aliases=names)
+                check_chromosomes(list(sizes), genome, query_chroms=sampled)
+            report = check_assembly(per_file, sampled, fasta_sizes=genome.chrom_sizes if genome else None,
+                                    fasta_label=fasta or "", allow_mismatch=cfg.allow_size_mismatch)
+        except (ValueError, TypeError, OSError) as exc:
+            self.param.update(files_check=str(exc), files_check_level="error")
+            return
+        finally:
+            if genome is not None:
+                genome.close()
+        self.param.update(files_check=report.summary(), files_check_level="warning" if report.mismatches else "")
 
     # -- query widgets -> config ------------------------------------------------------------------
     @param.depends("chromosomes", "tracks_per_batch", watch=True)

@@ -15,6 +15,7 @@ from bwloader_core.config import LoaderConfig
 from .util import error_text
 
 STAGES = ("plan", "read+inflate", "decode", "search", "fill", "sequence", "queue_wait")
+RATE_WINDOW_S = 3.0          # samples/s and MB/s: over the batches of the last seconds of the current run
 
 
 class StreamController(param.Parameterized):
@@ -30,10 +31,14 @@ class StreamController(param.Parameterized):
     error = param.String(default="")
     # throughput of the current run
     batches = param.Integer(default=0, doc="batches received since the loader was (re)built")
-    samples_per_s = param.Number(default=0.0)
-    mb_per_s = param.Number(default=0.0)
+    samples_per_s = param.Number(default=0.0, doc=(
+        "samples/s of the current run over its last RATE_WINDOW_S seconds; kept (and marked paused) "
+        "when the stream stops"))
+    mb_per_s = param.Number(default=0.0, doc="MB/s of values and sequences, over the same window")
     stage_ms = param.Dict(default={}, doc="mean milliseconds per batch of each stage (recent batches)")
-    history = param.List(default=[], doc="(seconds since the run started, samples/s)")
+    unknown_fraction = param.Number(default=None, allow_None=True, doc=(
+        "share of unknown bases (N) in the sequences of the recent batches (None without a FASTA)"))
+    history = param.List(default=[], doc="(seconds since Start, samples/s): the figure, each time it is published")
     redraw_interval = param.Number(default=1.0, bounds=(0.0, None),
                                    doc="while running, publish a new `batch` at most this often (seconds)")
 
@@ -45,7 +50,10 @@ class StreamController(param.Parameterized):
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._run_id = 0
-        self._recent = collections.deque(maxlen=30)  # (time, samples, bytes, timings, run_id)
+        self._recent = collections.deque(maxlen=10)  # (timings, stats) of the latest batches
+        self._marks = collections.deque()            # (time, samples, bytes so far) in the current run's window
+        self._marks_run = None
+        self._cum = (0, 0)
         self._latest = None
         self._new = False
         self._failed = None
@@ -162,12 +170,20 @@ class StreamController(param.Parameterized):
             self._failed = error_text(exc)
 
     def _deliver(self, batch, run_id, pos):
+        now = time.perf_counter()
         with self._lock:
             self._pos = pos
             self._latest = batch
             self._new = True
             self._count += 1
-            self._recent.append((time.perf_counter(), batch.batch_size, batch.nbytes, dict(batch.timings), run_id))
+            self._recent.append((dict(batch.timings), dict(batch.stats)))
+            if self._marks_run != run_id:               # a new run: its own window
+                self._marks.clear()
+                self._marks_run, self._cum = run_id, (0, 0)
+            self._cum = (self._cum[0] + batch.batch_size, self._cum[1] + batch.nbytes)
+            self._marks.append((now, *self._cum))
+            while len(self._marks) > 2 and self._marks[1][0] < now - RATE_WINDOW_S:
+                self._marks.popleft()
 
     # -- UI thread: results -> params -------------------------------------------------------------
     def poll(self) -> bool:
@@ -175,46 +191,60 @@ class StreamController(param.Parameterized):
         with self._lock:
             new, batch, self._new = self._new, self._latest, False
             recent = list(self._recent)
+            marks = [self._marks[0], self._marks[-1]] if self._marks else []
+            n_marks = len(self._marks)
             pos, count = self._pos, self._count
             n_epoch = len(self._dataset) if self._dataset is not None else 0
         failed, self._failed = self._failed, None
         alive = self.busy
+        running = alive and self.status == "running"
         updates = {}
         if new:
             now = time.perf_counter()
-            if alive and self.status == "running" and now - self._published < self.redraw_interval:
+            if running and now - self._published < self.redraw_interval:
                 with self._lock:
                     self._new = True                 # keep it for the next poll: plots are costly
             else:
                 self._published = now
                 updates["batch"] = batch
                 updates["batches"] = count
-                updates.update(self._rates(recent))
+                updates.update(self._stage_stats(recent))
+                rates = self._rates(marks) if running and n_marks >= 2 else {}
+                if rates:
+                    updates.update(rates)
+                    updates["history"] = (self.history + [(now - self._run_started, rates["samples_per_s"])])[-300:]
+                elif self.samples_per_s == 0 and recent:
+                    updates.update(self._estimate(batch))     # a lone Step: its own speed, until a run says more
         updates.update(epoch=pos[0], index=pos[1], batches_per_epoch=n_epoch)
         if failed:
             updates.update(error=failed, status="error")
         elif not alive and self.status in ("running", "stepping", "pausing"):
-            updates["status"] = "paused"
+            updates["status"] = "paused"             # the figures keep the last running values
         self.param.update(**updates)
         return "batch" in updates
 
-    def _rates(self, recent) -> dict:
-        run = [r for r in recent if r[4] == self._run_id]
+    @staticmethod
+    def _rates(marks) -> dict:
+        """samples/s and MB/s between the first and the last batch of the window (the first batch's
+        own samples are not counted: they arrived at the window's start)."""
+        (t0, s0, b0), (t1, s1, b1) = marks
+        if t1 <= t0:
+            return {}
+        return dict(samples_per_s=(s1 - s0) / (t1 - t0), mb_per_s=(b1 - b0) / (t1 - t0) / 1e6)
+
+    @staticmethod
+    def _estimate(batch) -> dict:
+        total = batch.timings.get("total") or 0.0
+        if total <= 0:
+            return {}
+        return dict(samples_per_s=batch.batch_size / total, mb_per_s=batch.nbytes / total / 1e6)
+
+    @staticmethod
+    def _stage_stats(recent) -> dict:
         out = {}
-        if len(run) >= 2:
-            span = run[-1][0] - run[0][0]
-            if span > 0:
-                out["samples_per_s"] = sum(r[1] for r in run[1:]) / span
-                out["mb_per_s"] = sum(r[2] for r in run[1:]) / span / 1e6
-        elif run:
-            total = run[-1][3].get("total") or 0.0
-            if total > 0:
-                out["samples_per_s"] = run[-1][1] / total
-                out["mb_per_s"] = run[-1][2] / total / 1e6
-        last = recent[-10:]
-        if last:
-            out["stage_ms"] = {k: 1000 * float(np.mean([r[3].get(k, 0.0) for r in last])) for k in STAGES
-                               if any(k in r[3] for r in last)}
-        if "samples_per_s" in out and run and self.status == "running":
-            out["history"] = (self.history + [(run[-1][0] - self._run_started, out["samples_per_s"])])[-300:]
+        if recent:
+            out["stage_ms"] = {k: 1000 * float(np.mean([r[0].get(k, 0.0) for r in recent])) for k in STAGES
+                               if any(k in r[0] for r in recent)}
+            fr = [r[1]["unknown_fraction"] for r in recent if "unknown_fraction" in r[1]]
+            out["unknown_fraction"] = float(np.mean(fr)) if fr else None
         return out

@@ -18,7 +18,7 @@ from panel.viewable import Viewer
 
 from .plot_data import bucket_columns
 from .state import SNIPPET, DashboardState
-from .stream import STAGES
+from .stream import RATE_WINDOW_S, STAGES
 from .util import human_bytes
 
 ACCENT = "#2b6cb0"
@@ -64,10 +64,22 @@ def _pad_left(plot, element):
     plot.state.min_border_right = 20
 
 
+def _md(text: str) -> str:
+    """A multi-line message as Markdown: indented lines (one item each, as errors list them)
+    become bullets, other lines paragraphs."""
+    out = []
+    for line in (text or "").split("\n"):
+        if line.startswith("  "):
+            out.append(f"- {line.strip()}")
+        else:
+            out.append(("\n" if out else "") + line + "\n")
+    return "\n".join(out)
+
+
 def _alert(model, name, alert_type="danger"):
     """An Alert that shows the model's message parameter and hides when it is empty."""
     def show(text):
-        return pn.pane.Alert(text or "", alert_type=alert_type, visible=bool(text), margin=(5, 10),
+        return pn.pane.Alert(_md(text), alert_type=alert_type, visible=bool(text), margin=(5, 10),
                              sizing_mode="stretch_width")
     return pn.panel(pn.bind(show, model.param[name]))
 
@@ -84,11 +96,14 @@ class CollectionView(Viewer):
         self.folder = pn.widgets.AutocompleteInput.from_param(
             b.param.folder, options=b.folders, restrict=False, min_characters=0, case_sensitive=False,
             name="Folder of bigWig files (under the data root)", sizing_mode="stretch_width")
+        doc = self.state.config.param
         self.tracks = pn.widgets.MultiSelect.from_param(b.param.tracks, name="Tracks", size=8,
-                                                        sizing_mode="stretch_width")
+                                                        sizing_mode="stretch_width", description=doc.bigwig_paths.doc)
         self.fasta = pn.widgets.AutocompleteInput.from_param(
             b.param.fasta, options=b.fastas, restrict=False, min_characters=0, name="Reference FASTA (empty: none)",
-            sizing_mode="stretch_width")
+            sizing_mode="stretch_width", description=doc.reference_genome.doc)
+        self.pin = pn.widgets.Checkbox.from_param(b.param.fasta_pinned, name="Keep this FASTA when the folder changes")
+        self.file_knobs = knob_pane(self.state.config, FILE_KNOBS, name="Files")
         self.rescan = pn.widgets.Button(name="Rescan data root", button_type="light", width=140)
         self.rescan.on_click(lambda e: self._rescan())
         b.param.watch(lambda e: setattr(self.folder, "options", e.new), "folders")
@@ -131,8 +146,18 @@ class CollectionView(Viewer):
         return pn.Column(
             self.about(),
             pn.pane.Markdown(f"**Data root** `{b.root}`", margin=(0, 10)),
-            self.folder, _alert(b, "message", "warning"), self.tracks, self.fasta, self.rescan,
-            sizing_mode="stretch_width")
+            self.folder, _alert(b, "message", "warning"), self.tracks, self.fasta, self.pin,
+            self.file_knobs, self.files_check(), self.rescan, sizing_mode="stretch_width")
+
+    def files_check(self):
+        """What the checks across the chosen files found: red when Start would fail, amber when it
+        runs on part of the genome (allow_size_mismatch)."""
+        def show(text, level):
+            return pn.pane.Alert(_md(text), alert_type="danger" if level == "error" else "warning",
+                                 visible=bool(text), margin=(5, 10), sizing_mode="stretch_width",
+                                 css_classes=["bw-files-check"])
+        s = self.state
+        return pn.panel(pn.bind(show, s.param.files_check, s.param.files_check_level))
 
     def summary_panel(self):
         return pn.Column(pn.pane.Markdown("#### Files (read with `BigWigFile`)"), self.summary,
@@ -147,8 +172,9 @@ KNOB_GROUPS = {
     "Performance": ["num_workers", "threads_per_worker", "queue_size", "cache_bytes", "backend"],
     "Advanced (Python literals)": ["exclude", "scaling", "track_names"],
 }
-# settings with their own widgets elsewhere on the page (the Collection card, the Regions card)
-KNOBS_ELSEWHERE = ("bigwig_paths", "reference_genome", "regions", "tracks")
+# settings shown with the files (the Collection card), and all those with widgets of their own elsewhere
+FILE_KNOBS = ("allow_size_mismatch", "chromosome_aliases")
+KNOBS_ELSEWHERE = ("bigwig_paths", "reference_genome", "regions", "tracks") + FILE_KNOBS
 RADIO = {"type": pn.widgets.RadioButtonGroup, "button_type": "primary", "button_style": "outline"}
 KNOB_WIDGETS = {
     "num_workers": pn.widgets.IntInput,
@@ -171,7 +197,20 @@ PLACEHOLDERS = {
     "exclude": "none",
     "scaling": "none: every factor 1",
     "track_names": "automatic: file names",
+    "chromosome_aliases": "none: the FASTA uses the bigWigs' names ('auto': 1 = chr1, MT = chrM)",
 }
+
+
+def knob_pane(cfg, names, **kw):
+    """pn.Param of `names` of the config: two-way widgets whose tooltips are the settings' docs
+    (checkboxes, which have no tooltip of their own, get an icon beside them)."""
+    pane = pn.Param(cfg, parameters=list(names), show_name=False, sizing_mode="stretch_width",
+                    widgets={k: w for k in names if (w := knob_widget(cfg, k)) is not None}, **kw)
+    labels = {cfg.param[n].label: cfg.param[n].doc for n in names}
+    for i, w in enumerate(list(pane.layout)):
+        if isinstance(w, pn.widgets.Checkbox) and labels.get(w.name):
+            pane.layout[i] = pn.Row(w, pn.widgets.TooltipIcon(value=labels[w.name], margin=(8, 0)))
+    return pane
 
 
 def knob_groups() -> dict[str, list[str]]:
@@ -187,7 +226,7 @@ def knob_widget(cfg, name):
     """The widget spec of one setting: KNOB_WIDGETS, plus a placeholder where empty means automatic."""
     spec = KNOB_WIDGETS.get(name)
     p = cfg.param[name]
-    if p.default is None and getattr(p, "allow_None", False):
+    if getattr(p, "allow_None", False):
         spec = dict(spec) if isinstance(spec, dict) else ({"type": spec} if spec is not None else {})
         if "type" not in spec:
             if isinstance(p, param.Integer):
@@ -212,18 +251,16 @@ class QueryView(Viewer):
         super().__init__(**params)
         s = self.state
         self.chromosomes = pn.widgets.MultiChoice.from_param(
-            s.param.chromosomes, name="Chromosomes (none: all)", sizing_mode="stretch_width")
+            s.param.chromosomes, name="Chromosomes (none: all)", sizing_mode="stretch_width",
+            description=s.config.param.regions.doc + " (here: whole chromosomes, or an uploaded BED)")
         self.bed = pn.widgets.FileInput(accept=".bed,.txt,.bed.gz", name="BED of regions", multiple=False)
         self.bed.param.watch(self._on_bed, "value")
         self.clear_bed = pn.widgets.Button(name="Clear BED", button_type="light", width=90)
         self.clear_bed.on_click(lambda e: s.clear_bed())
         self.tracks_per_batch = pn.widgets.IntInput.from_param(s.param.tracks_per_batch,
-                                                               name="Tracks per batch (0: all)")
-        self.groups = {}
-        for title, names in knob_groups().items():
-            widgets = {k: w for k in names if (w := knob_widget(s.config, k)) is not None}
-            self.groups[title] = pn.Param(s.config, parameters=names, widgets=widgets, show_name=False,
-                                          sizing_mode="stretch_width", name=title)
+                                                               name="Tracks per batch (0: all)",
+                                                               description=s.config.param.tracks.doc)
+        self.groups = {title: knob_pane(s.config, names, name=title) for title, names in knob_groups().items()}
 
     def _on_bed(self, event):
         if event.new:
@@ -264,7 +301,7 @@ class BatchView(Viewer):
         self.sample = pn.widgets.IntSlider.from_param(s.param.sample, name="Sample", width=260)
         self.heat_track = pn.widgets.Select.from_param(s.param.heatmap_track, name="Heat map track", width=220)
         self.status = pn.pane.Markdown(self._status_text(), css_classes=["bw-status"], margin=(0, 10))
-        watched = ["status", "batch", "epoch", "index", "batches_per_epoch", "batches"]
+        watched = ["status", "batch", "epoch", "index", "batches_per_epoch", "batches", "unknown_fraction"]
         s.stream.param.watch(lambda *e: setattr(self.status, "object", self._status_text()), watched)
         self.coords = pn.pane.Markdown("", css_classes=["bw-coords"], margin=(0, 10))
         self._view = None
@@ -283,7 +320,10 @@ class BatchView(Viewer):
         where = f"epoch {st.epoch}, next batch {st.index}"
         if st.batches_per_epoch:
             where += f" of {st.batches_per_epoch}"
-        return f"**{st.status}** · batches received: **{st.batches}** · {where}"
+        text = f"**{st.status}** · batches received: **{st.batches}** · {where}"
+        if st.unknown_fraction is not None:
+            text += f" · N in sequences: **{st.unknown_fraction:.1%}**"
+        return text
 
     # -- drawing ----------------------------------------------------------------------------------
     # The plots are DynamicMaps fed by a Counter stream: a new batch only replaces the data of the
@@ -407,7 +447,8 @@ class ThroughputView(Viewer):
                                          title_size="11pt", css_classes=["bw-mbps"])
         self.nb = pn.indicators.Number(name="batches", value=0, format="{value:,.0f}", font_size="28pt",
                                        title_size="11pt", css_classes=["bw-batches"])
-        s.stream.param.watch(self._numbers, ["samples_per_s", "mb_per_s", "batches"])
+        self.rate_note = pn.pane.Markdown("", css_classes=["bw-rate-note"], margin=(25, 10))
+        s.stream.param.watch(self._numbers, ["samples_per_s", "mb_per_s", "batches", "status"])
         self._tick_stats = hv.streams.Counter()
         self.stages = pn.pane.HoloViews(
             hv.DynamicMap(self._stage_plot, streams=[self._tick_stats], cache_size=1), sizing_mode="stretch_width",
@@ -432,6 +473,15 @@ class ThroughputView(Viewer):
         self.sps.value = round(st.samples_per_s, 1)
         self.mbps.value = round(st.mb_per_s, 2)
         self.nb.value = st.batches
+        self.rate_note.object = self._rate_note()
+
+    def _rate_note(self):
+        st = self.state.stream
+        if st.status == "paused" and st.history:
+            return "**paused**: the last figures of the run"
+        if st.status == "running":
+            return f"the current run, over its last {RATE_WINDOW_S:g} s"
+        return ""
 
     def _stage_plot(self, counter=0):
         ms = self.state.stream.stage_ms or {}
@@ -483,7 +533,7 @@ class ThroughputView(Viewer):
 
     def __panel__(self):
         return pn.Column(
-            pn.Row(self.sps, self.mbps, self.nb),
+            pn.Row(self.sps, self.mbps, self.nb, self.rate_note),
             pn.Row(self.stages, self.history, sizing_mode="stretch_width"),
             pn.pane.Markdown("#### Sweep: batch sizes x worker counts (pyBigWig `values()` loop as baseline)"),
             pn.Row(self.sweep_sizes, self.sweep_workers, self.sweep_n, self.sweep_button, align="end"),

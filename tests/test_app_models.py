@@ -407,3 +407,123 @@ def test_uploads_are_size_limited(state):
     assert state.config.to_yaml() == before
     assert not state.load_bed(b"chr1\t0\t10\n" * (MAX_BED_BYTES // 10 + 1), "big.bed")
     assert "larger than" in state.bed_error
+
+
+def test_live_figure_follows_the_stream_and_stays_after_pause(state):
+    """Start, Pause, Start again: the big samples/s figure is the history's last point while
+    running, keeps it (status paused) after Pause, and comes from the new run after Start."""
+    state.config.param.update(sequence_length=200, batch_size=4, num_workers=2)
+    st = state.stream
+    st.redraw_interval = 0.2
+    for _ in range(2):
+        state.start()
+        assert _poll_until(state, lambda: len(st.history) >= 4, timeout=60)
+        assert st.samples_per_s == pytest.approx(st.history[-1][1], rel=1e-9)
+        state.pause()
+        assert st.wait(30)
+        state.poll()
+        state.poll()
+        assert st.status == "paused"
+        last = st.history[-1][1]
+        assert abs(st.samples_per_s - last) <= 0.25 * last, (st.samples_per_s, last)
+        frozen = (st.samples_per_s, st.mb_per_s)
+        time.sleep(0.3)
+        state.poll()
+        assert (st.samples_per_s, st.mb_per_s) == frozen            # paused: the figure stays
+    assert st.unknown_fraction is not None and 0.0 <= st.unknown_fraction <= 0.5
+
+
+# -- a data root as users have them: several folders, a broken file, a FASTA of another assembly --
+@pytest.fixture(scope="module")
+def mixed_root(tmp_path_factory):
+    """lab_a: 2 tracks + its genome.fa + bad_bw.bw (not a bigWig); lab_a2: the same assembly, no
+    FASTA; lab_b: another assembly (chr1 shorter), no FASTA; refs/toy.fa: chr1 and chr2 of 2,000 bp."""
+    root = tmp_path_factory.mktemp("mixed")
+    sizes_a = {"chr1": 300_000, "chr2": 200_000}
+    write_demo_collection(root / "lab_a", n_tracks=2, chrom_sizes=sizes_a, seed=5)
+    (root / "lab_a" / "bad_bw.bw").write_bytes(b"<html>not a bigWig: a download that failed</html>\n" * 4)
+    write_demo_collection(root / "lab_a2", n_tracks=2, chrom_sizes=sizes_a, seed=6)
+    (root / "lab_a2" / "genome.fa").unlink()
+    (root / "lab_a2" / "genome.fa.fai").unlink()
+    write_demo_collection(root / "lab_b", n_tracks=2, chrom_sizes={"chr1": 250_000, "chr2": 200_000}, seed=7)
+    (root / "lab_b" / "genome.fa").unlink()
+    (root / "lab_b" / "genome.fa.fai").unlink()
+    (root / "refs").mkdir()
+    with open(root / "refs" / "toy.fa", "w") as fh:
+        for c in ("chr1", "chr2"):
+            fh.write(f">{c}\n" + "ACGTTGCA" * 250 + "\n")
+    return root
+
+
+@pytest.fixture
+def mixed(mixed_root):
+    s = DashboardState(mixed_root)
+    s.config.param.update(batch_size=4, sequence_length=500)
+    yield s
+    s.close()
+
+
+def test_unreadable_file_is_listed_with_its_reason_and_not_selectable(mixed):
+    b = mixed.browser
+    assert b.folders == ["lab_a", "lab_a2", "lab_b"] and b.folder == "lab_a"
+    assert sorted(b.param.tracks.objects) == sorted(b.tracks) and "bad_bw" not in b.param.tracks.objects
+    assert [u["file"] for u in b.unreadable] == ["bad_bw.bw"] and "not a bigWig" in b.unreadable[0]["reason"]
+    assert "not readable, left out: bad_bw.bw" in b.message
+    assert not any("bad_bw" in p for p in mixed.config.bigwig_paths)
+    mixed.step()
+    assert mixed.stream.wait(60)
+    mixed.poll()
+    assert mixed.stream.error == "" and mixed.stream.batch.values.shape == (4, 500, 2)
+
+
+def test_folder_change_resets_the_fasta_unless_pinned_and_fitting(mixed):
+    b = mixed.browser
+    assert b.fasta == "lab_a/genome.fa"
+    b.folder = "lab_b"                                       # no FASTA of its own: none
+    assert b.fasta == "" and mixed.config.reference_genome is None
+    b.folder = "lab_a"                                       # exactly one of its own: that one
+    assert b.fasta == "lab_a/genome.fa"
+    b.fasta_pinned = True
+    b.folder = "lab_a2"                                      # same assembly: the pinned FASTA stays
+    assert b.fasta == "lab_a/genome.fa" and mixed.config.reference_genome.endswith("lab_a/genome.fa")
+    b.folder = "lab_b"                                       # chr1 differs: it does not fit, so none
+    assert b.fasta == ""
+
+
+def test_mismatched_fasta_is_flagged_at_once_and_allow_size_mismatch_runs(mixed):
+    mixed.browser.fasta = "refs/toy.fa"
+    assert mixed.files_check_level == "error"
+    msg = mixed.files_check
+    assert "chr1: 300,000 bp in" in msg and "2,000 bp in" in msg and "toy.fa" in msg and "allow_size_mismatch" in msg
+    mixed.step()
+    assert mixed.stream.wait(60)
+    mixed.poll()
+    assert mixed.stream.status == "error" and "chromosome sizes differ" in mixed.stream.error
+    mixed.config.allow_size_mismatch = True
+    assert mixed.files_check_level == "warning" and "4,000 of 500,000 bp" in mixed.files_check
+    mixed.step()
+    assert mixed.stream.wait(60)
+    mixed.poll()
+    b = mixed.stream.batch
+    assert mixed.stream.error == "" and (b.ends <= 2_000).all() and b.stats["unknown_fraction"] == 0.0
+    assert "allow_size_mismatch: true" in mixed.yaml_text
+
+
+def test_every_setting_has_its_doc_as_a_tooltip(state):
+    """help(LoaderConfig) and the dashboard say the same about every setting."""
+    import panel as pn
+    from bwloader_app import Dashboard
+    from bwloader_app.util import knob_names
+    d = Dashboard(state)
+    shown = set()
+    for w in d.__panel__().select(pn.widgets.Widget):
+        shown.add(getattr(w, "description", None) or "")
+        if isinstance(w, pn.widgets.TooltipIcon):
+            shown.add(str(w.value))
+    help_text = LoaderConfig.__doc__
+    for name in knob_names():
+        doc = LoaderConfig.param[name].doc
+        assert doc and len(doc) > 15, name
+        assert any(doc in t for t in shown), name                  # a tooltip on the page
+        assert name in help_text and doc.split()[0] in help_text, name
+    d.close()
