@@ -346,9 +346,14 @@ def fill_compiled(words: Words, secs: Sections, e: Entries, T, B, L, window_size
     args = (words.words, words.words.view(np.float32), e.pair, secs.type[e.sec], secs.item_word[e.sec],
             e.first, e.count, secs.start[e.sec], secs.step[e.sec], secs.span[e.sec], e.a, e.b, e.origin, sc)
     rows = e.pair % max(B, 1)
+    # Each thread takes the rows b with b * parts // B == i (disjoint output), row by row and, within
+    # a row, track by track: a row of the (B, L, T) output stays in cache while all its tracks are
+    # painted. Entries of one pair keep their file order (lexsort is stable).
+    order = np.lexsort((e.pair // max(B, 1), rows))
+    cuts = np.searchsorted(rows[order] * n_parts // max(B, 1), np.arange(n_parts + 1))
 
-    def entries_of(i):         # rows b with b * parts // B == i: disjoint output per thread
-        return np.flatnonzero(rows * n_parts // B == i)
+    def entries_of(i):
+        return order[cuts[i]:cuts[i + 1]]
 
     if window_size == 1:
         out = np.empty((B, L, T), work)
