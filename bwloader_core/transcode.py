@@ -24,6 +24,7 @@ import errno
 import os
 import shutil
 import struct
+import sys
 import tempfile
 import threading
 import time
@@ -47,7 +48,8 @@ from .io import is_url, read_blocks
 from .progress import ProgressBar, human_bytes
 
 __all__ = ["transcode", "transcode_file", "estimate_transcode", "output_path", "TranscodeResult",
-           "TranscodeEstimate", "MeasuredSpeed", "MEASURED_READ_SPEED", "transcode_note"]
+           "TranscodeEstimate", "MeasuredSpeed", "MEASURED_READ_SPEED", "transcode_note", "speed_note",
+           "expand_sources"]
 
 CHUNK_BYTES = 16 << 20          # source bytes read, inflated and written per step
 DATA_COUNT_SIZE = 8             # uint64 block count at fullDataOffset
@@ -276,18 +278,21 @@ def estimate_transcode(source, *, max_samples: int = 64) -> TranscodeEstimate:
         return _estimate(f, _plan(f), max_samples)
 
 
-def transcode_note(est: TranscodeEstimate, speed: MeasuredSpeed | None = None) -> str:
-    """One line on what transcoding would cost and gain, from an estimate and a measured speed."""
+def transcode_note(est: TranscodeEstimate) -> str:
+    """What transcoding one file would cost on disk, from its estimate."""
     if not est.compressed:
         return "already uncompressed (raw blocks): nothing to gain from transcoding"
     how = "exact" if est.exact else f"estimated from {est.sampled_blocks:,} inflated blocks"
-    text = (f"`bwloader transcode` would write ~{human_bytes(est.output_bytes)} "
-            f"(x{est.ratio:.2f} the size, {how})")
-    speed = MEASURED_READ_SPEED if speed is None else speed
-    if speed is not None:
-        text += (f"; reads measured x{speed.ratio:.1f} faster on transcoded files "
-                 f"({speed.compressed:,.0f} -> {speed.transcoded:,.0f} samples/s, {speed.setup}; {speed.source})")
-    return text
+    return (f"`bwloader transcode` would write ~{human_bytes(est.output_bytes)} "
+            f"(x{est.ratio:.2f} the size; {how})")
+
+
+def speed_note(speed: MeasuredSpeed | None = MEASURED_READ_SPEED) -> str | None:
+    """What transcoding gains in reading speed, from the latest measurement (None: not measured)."""
+    if speed is None:
+        return None
+    return (f"x{speed.ratio:.1f} samples/s measured on transcoded files ({speed.compressed:,.0f} -> "
+            f"{speed.transcoded:,.0f}; {speed.setup}; {speed.source})")
 
 
 # -------------------------------------------------------------------------------------- byte order
@@ -600,13 +605,14 @@ def transcode(sources, out_dir, *, force: bool = False, n_jobs: int | None = Non
         if o in seen:
             raise ValueError(f"{seen[o]} and {s} would both be written to {o}")
         seen[o] = s
-    os.makedirs(out_dir, exist_ok=True)
     for s, o in zip(srcs, outs):
         if not is_url(s) and _same_file(s, o):
             raise ValueError(f"{o}: the output would replace its source {s}; choose another --out directory")
     existing = [o for o in outs if os.path.exists(o)]
     if existing and not force:
-        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        others = [os.path.basename(o) for o in existing[1:]]
+        more = (f" (and {', '.join(others[:3])}{f' and {len(others) - 3} more' if len(others) > 3 else ''})"
+                if others else "")
         raise FileExistsError(errno.EEXIST, f"output exists{more}; use --force / force=True to overwrite",
                               existing[0])
 
@@ -622,6 +628,7 @@ def transcode(sources, out_dir, *, force: bool = False, n_jobs: int | None = Non
             estimates.append(None)
             failed[i] = str(exc) if s in str(exc) else f"{s}: {exc}"
     need = sum(e.output_bytes for e in estimates if e is not None)
+    os.makedirs(out_dir, exist_ok=True)
     if check_space:
         free = shutil.disk_usage(out_dir).free
         if need * (1 + SPACE_MARGIN) > free:
@@ -632,6 +639,11 @@ def transcode(sources, out_dir, *, force: bool = False, n_jobs: int | None = Non
     total = sum(estimates[i].block_bytes for i in todo)     # progress counts source block bytes
     bar = None
     if progress is True:
+        src_total = sum(estimates[i].source_bytes for i in todo)
+        free = shutil.disk_usage(out_dir).free
+        sys.stderr.write(f"transcoding {len(todo)} file{'s' if len(todo) != 1 else ''} "
+                         f"({human_bytes(src_total)}) into {out_dir}: about {human_bytes(need)} to write, "
+                         f"{human_bytes(free)} free\n")
         bar = ProgressBar(total, len(todo), label="transcode ")
         on_bytes = bar.update
     elif callable(progress):
