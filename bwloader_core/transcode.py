@@ -36,14 +36,13 @@ import numpy as np
 
 from .errors import BigWigFormatError
 from .format.bigwig_file import BigWigFile
-from .format.chrom_tree import CHROM_TREE_MAGIC
-from .format.header import BIGWIG_MAGIC, HEADER_SIZE, SUMMARY_SIZE, ZOOM_HEADER_SIZE
-from .format.rtree import RTREE_MAGIC, read_rtree_leaves
-from .format.tree_walk import walk_tree
+from .format._spec_compat import (BIGWIG_MAGIC, CHROM_TREE_HEADER_FORMAT, CHROM_TREE_HEADER_SIZE,
+                                  CHROM_TREE_MAGIC, HEADER_FORMAT, HEADER_SIZE, RTREE_HEADER_FORMAT,
+                                  RTREE_HEADER_SIZE, RTREE_MAGIC, SECTION_HEADER_SIZE, SUMMARY_FORMAT,
+                                  SUMMARY_SIZE, ZOOM_HEADER_FORMAT, ZOOM_HEADER_SIZE, ZOOM_RECORD_SIZE)
+from .format.rtree import read_rtree_leaves, read_zoom_rtree_leaves
 from .format.tree_build import (RTREE_LEAF_DTYPE, chrom_tree_bytes, chrom_tree_size, rtree_bytes,
                                 rtree_size)
-from .format.writer import (CHROM_TREE_HEADER_SIZE, RTREE_HEADER_SIZE, RTREE_LEAF_ITEM_SIZE,
-                            SECTION_HEADER_SIZE, ZOOM_RECORD_SIZE)
 from .io import is_url, read_blocks
 from .progress import ProgressBar, human_bytes
 
@@ -56,7 +55,6 @@ DATA_COUNT_SIZE = 8             # uint64 block count at fullDataOffset
 ZOOM_COUNT_SIZE = 4             # uint32 record count at a zoom level's dataOffset (UCSC bits32)
 SPACE_MARGIN = 0.05             # free space wanted beyond the estimate (it is extrapolated from samples)
 _ITEM_BYTES = np.array([0, 12, 8, 4], np.int64)   # by section type (bedGraph, variableStep, fixedStep)
-_HEADER_FMT = "<IHHQQQHHQQIQ"
 _BIGWIG_SUFFIXES = (".bw", ".bigwig")
 
 
@@ -167,31 +165,15 @@ class _SourcePlan:
 # ------------------------------------------------------------------------------------------ reading
 def _rtree_params(src, offset: int, bo: str) -> tuple[int, int]:
     magic, bs, _n, _sc, _sb, _ec, _eb, _end, ips, _ = struct.unpack(
-        bo + "IIQIIIIQII", src.pread(offset, RTREE_HEADER_SIZE, "R-tree index header"))
+        bo + RTREE_HEADER_FORMAT, src.pread(offset, RTREE_HEADER_SIZE, "R-tree index header"))
     if magic != RTREE_MAGIC:
         raise BigWigFormatError(src.path, f"bad R-tree index magic 0x{magic:08X} at offset {offset}")
     return max(int(bs), 2), int(ips)
 
 
-def _zoom_leaves(src, offset: int, bo: str) -> np.ndarray:
-    """A zoom level's R-tree leaves. libBigWig (pyBigWig, deepTools) writes the zoom R-tree's
-    itemCount as the number of zoom records, not blocks: walk it with the file's size as the bound."""
-    leaf_dt = np.dtype([("start_chrom", bo + "u4"), ("start_base", bo + "u4"), ("end_chrom", bo + "u4"),
-                        ("end_base", bo + "u4"), ("offset", bo + "u8"), ("size", bo + "u8")])
-    node_dt = np.dtype([("start_chrom", bo + "u4"), ("start_base", bo + "u4"), ("end_chrom", bo + "u4"),
-                        ("end_base", bo + "u4"), ("child", bo + "u8")])
-    bs, _ = _rtree_params(src, offset, bo)
-    parts = walk_tree(src, offset + RTREE_HEADER_SIZE, bo, bs, max(src.size // RTREE_LEAF_ITEM_SIZE, 1),
-                      leaf_dt, node_dt, "zoom R-tree")
-    out = np.concatenate(parts) if parts else np.zeros(0, leaf_dt)
-    if len(out) and int((out["offset"].astype(np.int64) + out["size"].astype(np.int64)).max()) > src.size:
-        raise BigWigFormatError(src.path, "a zoom block lies past the end of the file: truncated or corrupt")
-    return out
-
-
 def _level(f: BigWigFile, index_offset: int, reduction: int = 0) -> _Level:
     src, bo = f._source, f.byteorder
-    leaves = _zoom_leaves(src, index_offset, bo) if reduction else read_rtree_leaves(src, index_offset, bo)
+    leaves = (read_zoom_rtree_leaves if reduction else read_rtree_leaves)(src, index_offset, bo)
     out = np.zeros(len(leaves), RTREE_LEAF_DTYPE)
     for name in RTREE_LEAF_DTYPE.names:
         out[name] = leaves[name]
@@ -203,7 +185,7 @@ def _plan(f: BigWigFile) -> _SourcePlan:
     h = f.header
     src = f._source
     magic, cbs, key_size, _val, _n, _ = struct.unpack(
-        h.byteorder + "IIIIQQ", src.pread(h.chrom_tree_offset, CHROM_TREE_HEADER_SIZE, "chromosome tree header"))
+        h.byteorder + CHROM_TREE_HEADER_FORMAT, src.pread(h.chrom_tree_offset, CHROM_TREE_HEADER_SIZE, "chromosome tree header"))
     if magic != CHROM_TREE_MAGIC:
         raise BigWigFormatError(f.path, f"bad chromosome tree magic 0x{magic:08X}")
     zooms = []
@@ -411,7 +393,7 @@ def _write(f: BigWigFile, plan: _SourcePlan, fh, on_bytes=None, cancel=None) -> 
     summary_offset = 0
     if plan.summary is not None:
         summary_offset = pos
-        fh.write(struct.pack("<Qdddd", *plan.summary))
+        fh.write(struct.pack("<" + SUMMARY_FORMAT, *plan.summary))
         pos += SUMMARY_SIZE
     chrom_tree_offset = pos
     tree = chrom_tree_bytes(pos, plan.chrom_names, plan.chrom_sizes, plan.key_size, plan.chrom_block_size)
@@ -439,9 +421,9 @@ def _write(f: BigWigFile, plan: _SourcePlan, fh, on_bytes=None, cancel=None) -> 
         fh.seek(z_data)
         fh.write(struct.pack("<I", min(nbytes // ZOOM_RECORD_SIZE, 0xFFFFFFFF)))
         fh.seek(pos)
-        zoom_headers.append(struct.pack("<IIQQ", z.reduction, 0, z_data, z_index))
+        zoom_headers.append(struct.pack("<" + ZOOM_HEADER_FORMAT, z.reduction, 0, z_data, z_index))
     fh.write(struct.pack("<I", BIGWIG_MAGIC))
-    header = struct.pack(_HEADER_FMT, BIGWIG_MAGIC, plan.version, nz, chrom_tree_offset, data_offset,
+    header = struct.pack("<" + HEADER_FORMAT, BIGWIG_MAGIC, plan.version, nz, chrom_tree_offset, data_offset,
                          index_offset, plan.field_count, plan.defined_field_count, 0, summary_offset, 0, 0)
     fh.seek(0)
     fh.write(header + b"".join(zoom_headers))

@@ -11,11 +11,9 @@ import struct
 
 import numpy as np
 
-from .chrom_tree import CHROM_TREE_MAGIC
-from .rtree import RTREE_MAGIC
-# Structure sizes live with the writer until format/spec.py holds every constant.
-from .writer import (CHROM_TREE_HEADER_SIZE, NODE_HEADER_SIZE, RTREE_HEADER_SIZE, RTREE_INTERNAL_ITEM_SIZE,
-                     RTREE_LEAF_ITEM_SIZE)
+from ._spec_compat import (CHROM_TREE_HEADER_FORMAT, CHROM_TREE_HEADER_SIZE, CHROM_TREE_MAGIC, NODE_HEADER_SIZE,
+                           RTREE_HEADER_FORMAT, RTREE_HEADER_SIZE, RTREE_INTERNAL_ITEM_SIZE, RTREE_LEAF_ITEM_SIZE,
+                           RTREE_MAGIC)
 
 _MAX_U32 = 0xFFFFFFFF
 
@@ -76,7 +74,7 @@ def rtree_bytes(offset: int, leaves: np.ndarray, block_size: int, items_per_slot
         bounds = (lo >> 32, lo & _MAX_U32, hi >> 32, hi & _MAX_U32)
     else:
         bounds = (0, 0, 0, 0)
-    out = [struct.pack(bo + "IIQIIIIQII", RTREE_MAGIC, bs, n, *bounds, int(end_file_offset),
+    out = [struct.pack(bo + RTREE_HEADER_FORMAT, RTREE_MAGIC, bs, n, *bounds, int(end_file_offset),
                        int(items_per_slot), 0)]
     levels = tree_levels(n, bs)
     leaf_size = NODE_HEADER_SIZE + bs * RTREE_LEAF_ITEM_SIZE
@@ -142,7 +140,7 @@ def chrom_tree_bytes(offset: int, names: list[str], sizes, key_size: int, block_
     for lvl in reversed(range(len(levels))):
         level_offset[lvl] = off
         off += levels[lvl] * node_size
-    out = [struct.pack(bo + "IIIIQQ", CHROM_TREE_MAGIC, bs, key_size, 8, n, 0)]
+    out = [struct.pack(bo + CHROM_TREE_HEADER_FORMAT, CHROM_TREE_MAGIC, bs, key_size, 8, n, 0)]
     leaf_dt = np.dtype([("key", f"S{key_size}"), ("id", bo + "u4"), ("size", bo + "u4")])
     node_dt = np.dtype([("key", f"S{key_size}"), ("child", bo + "u8")])
     sorted_keys = keys[order]
