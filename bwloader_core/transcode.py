@@ -184,8 +184,8 @@ def _level(f: BigWigFile, index_offset: int, reduction: int = 0) -> _Level:
 def _plan(f: BigWigFile) -> _SourcePlan:
     h = f.header
     src = f._source
-    magic, cbs, key_size, _val, _n, _ = struct.unpack(
-        h.byteorder + CHROM_TREE_HEADER_FORMAT, src.pread(h.chrom_tree_offset, CHROM_TREE_HEADER_SIZE, "chromosome tree header"))
+    magic, cbs, key_size, _val, _n, _ = struct.unpack(h.byteorder + CHROM_TREE_HEADER_FORMAT, src.pread(
+        h.chrom_tree_offset, CHROM_TREE_HEADER_SIZE, "chromosome tree header"))
     if magic != CHROM_TREE_MAGIC:
         raise BigWigFormatError(f.path, f"bad chromosome tree magic 0x{magic:08X}")
     zooms = []
@@ -211,12 +211,13 @@ def _unique_blocks(leaves: np.ndarray):
     return off.astype(np.int64), sizes, inv
 
 
-def _inflate(plan: _SourcePlan, data, offset: int, what: str) -> bytes:
+def _inflate(plan: _SourcePlan, data, offset: int, what: str):
+    """The block's raw bytes (bytes-like: joined, never copied one by one)."""
     if not plan.compressed:
-        return bytes(data)
+        return data
     import deflate
     try:
-        return bytes(deflate.zlib_decompress(data, plan.uncompress_buf_size))
+        return deflate.zlib_decompress(data, plan.uncompress_buf_size)
     except deflate.DeflateError:
         raise BigWigFormatError(plan.path, f"{what} at offset {offset} ({len(data)} bytes) does not inflate: "
                                            f"corrupt zlib stream or larger than uncompressBufSize "

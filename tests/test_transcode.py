@@ -25,7 +25,7 @@ import pyBigWig
 import pytest
 
 import data_files
-from bwloader_core import BigWigCollection, BigWigFile, BigWigFormatError
+from bwloader_core import BigWigCollection, BigWigFormatError
 from bwloader_core import transcode as tc
 from bwloader_core.transcode import estimate_transcode, transcode, transcode_file
 
@@ -381,3 +381,47 @@ def test_cli_transcode_and_info(bw_files, tmp_path):
     est = estimate_transcode(a)
     assert f"x{est.ratio:.2f} the size" in src_part
     assert "compression:        none" in out_part and "already uncompressed" in out_part
+
+
+# ------------------------------------------------------------------------------ edge cases
+def test_file_without_data(tmp_path):
+    """Chromosomes but no records: an empty R-tree, no zoom levels; still a valid bigWig."""
+    src = tmp_path / "empty.bw"
+    with data_files.BigWigWriter(src, {"chr1": 1000, "chr2": 500}, zoom_levels=2):
+        pass
+    r = transcode_file(src, tmp_path / "out" / "empty.bw")
+    assert r.ok and r.data_blocks == 0
+    a, b = pyBigWig.open(str(src)), pyBigWig.open(r.output)
+    assert b.chroms() == a.chroms() and b.header() == a.header() and b.intervals("chr1") == a.intervals("chr1")
+    with BigWigCollection([r.output]) as c:
+        assert np.isnan(c.get_batch(["chr1"], [0], [100], default_value=np.nan)).all()
+
+
+def _section(bo, typ, start, items):
+    """One section (header + items) in byte order `bo`; items as (start, end, value) triples."""
+    n = len(items)
+    step = span = 5
+    head = struct.pack(bo + "IIIIIBBH", 0, start, start + 5 * n, step, span, typ, 0, n)
+    if typ == 1:
+        body = b"".join(struct.pack(bo + "IIf", s, e, v) for s, e, v in items)
+    elif typ == 2:
+        body = b"".join(struct.pack(bo + "If", s, v) for s, _, v in items)
+    else:
+        body = b"".join(struct.pack(bo + "f", v) for _, _, v in items)
+    return head + body
+
+
+def test_byte_swap_of_blocks_with_several_sections():
+    """A big-endian block of several sections (bedGraph, fixedStep with 300 items: the 16-bit
+    itemCount's bytes matter, variableStep) becomes exactly its little-endian twin."""
+    from types import SimpleNamespace
+    items = [(i * 5, i * 5 + 3, float(i) - 0.5) for i in range(300)]
+    blocks = {bo: [_section(bo, 1, 0, items[:7]) + _section(bo, 3, 100, items) + _section(bo, 2, 9000, items[:2]),
+                   _section(bo, 3, 0, items[:1])] for bo in "<>"}
+    plan = SimpleNamespace(path="x.bw", byteorder=">")
+    out = tc._to_little_endian(plan, blocks[">"], np.array([64, 999]), zoom=False)
+    assert out == b"".join(blocks["<"])
+    le = SimpleNamespace(path="x.bw", byteorder="<")
+    assert tc._to_little_endian(le, blocks["<"], np.array([64, 999]), zoom=False) == b"".join(blocks["<"])
+    with pytest.raises(BigWigFormatError, match=r"x\.bw: data block at offset 999: its sections do not add up"):
+        tc._to_little_endian(plan, [blocks[">"][0], blocks[">"][1] + b"\0" * 8], np.array([64, 999]), zoom=False)
