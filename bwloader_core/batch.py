@@ -14,6 +14,9 @@ class Batch:
     `sequences` is (batch, sequence_length, 4) (A, C, G, T) over [starts, ends), or None without a
     reference genome. Samples with `reverse_complement` set have values reversed along length and
     the sequence reverse-complemented. The batch owns its arrays: no later batch overwrites them.
+    On a GPU `values` and `sequences` are CuPy arrays on the device (`device` says which path made
+    them); `dtype` names the element type, as a bfloat16 GPU array holds uint16 bit patterns
+    (CuPy has no bfloat16; the PyTorch wrapper views them as torch.bfloat16).
     """
 
     values: np.ndarray
@@ -29,6 +32,9 @@ class Batch:
     epoch: int = 0
     index: int = 0
     timings: dict = field(default_factory=dict)
+    dtype: str = "float32"
+    sequence_dtype: str = "float32"
+    device: str = "cpu"
 
     @property
     def batch_size(self) -> int:

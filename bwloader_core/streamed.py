@@ -42,9 +42,11 @@ def make_batch(qb, processor: BatchProcessor, genome, spec: BatchSpec) -> Batch:
                                window_size=spec.window_size, reduce=spec.reduce,
                                default_value=spec.default_value, dtype=spec.dtype)
     timings = dict(processor.last_timings)
+    xp = processor.device.xp          # NumPy, or CuPy on a GPU: values and sequences stay there
     rc = np.asarray(qb.reverse_complement, bool)
     if rc.any():
-        values[rc] = values[rc, ::-1, :]
+        mask = xp.asarray(rc)
+        values[mask] = values[mask, ::-1, :]
     sequences = None
     if genome is not None:
         t1 = time.perf_counter()
@@ -52,14 +54,16 @@ def make_batch(qb, processor: BatchProcessor, genome, spec: BatchSpec) -> Batch:
         codes = genome.fetch_batch(qb.chromosomes, qb.starts, qb.ends) if codes is None else codes.copy()
         if rc.any():
             codes[rc] = reverse_complement_codes(codes[rc])
-        sequences = genome.one_hot(codes, dtype=spec.sequence_dtype or spec.dtype)
+        sequences = genome.one_hot(codes, dtype=spec.sequence_dtype or spec.dtype, xp=xp)
         timings["sequence"] = time.perf_counter() - t1
     timings["total"] = time.perf_counter() - t0
     return Batch(values=values, chromosomes=np.asarray(qb.chromosomes), starts=np.asarray(qb.starts),
                  ends=np.asarray(qb.ends), target_starts=np.asarray(qb.target_starts),
                  target_ends=np.asarray(qb.target_ends), track_indices=np.asarray(qb.track_indices),
                  track_names=tuple(qb.track_names), reverse_complement=rc, sequences=sequences,
-                 epoch=int(getattr(qb, "epoch", 0)), index=int(getattr(qb, "index", 0)), timings=timings)
+                 epoch=int(getattr(qb, "epoch", 0)), index=int(getattr(qb, "index", 0)), timings=timings,
+                 dtype=str(spec.dtype), sequence_dtype=str(spec.sequence_dtype or spec.dtype),
+                 device=processor.device.name)
 
 
 def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
