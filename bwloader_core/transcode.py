@@ -36,10 +36,10 @@ import numpy as np
 
 from .errors import BigWigFormatError
 from .format.bigwig_file import BigWigFile
-from .format._spec_compat import (BIGWIG_MAGIC, CHROM_TREE_HEADER_FORMAT, CHROM_TREE_HEADER_SIZE,
-                                  CHROM_TREE_MAGIC, HEADER_FORMAT, HEADER_SIZE, RTREE_HEADER_FORMAT,
-                                  RTREE_HEADER_SIZE, RTREE_MAGIC, SECTION_HEADER_SIZE, SUMMARY_FORMAT,
-                                  SUMMARY_SIZE, ZOOM_HEADER_FORMAT, ZOOM_HEADER_SIZE, ZOOM_RECORD_SIZE)
+from .format.spec import (BIGWIG_MAGIC, CHROM_TREE_HEADER_FORMAT, CHROM_TREE_HEADER_SIZE, CHROM_TREE_MAGIC,
+                          HEADER_FORMAT, HEADER_SIZE, ITEM_BYTES, RTREE_HEADER_FORMAT, RTREE_HEADER_SIZE, RTREE_MAGIC,
+                          SECTION_HEADER_SIZE, SUMMARY_FORMAT, SUMMARY_SIZE, ZOOM_HEADER_FORMAT, ZOOM_HEADER_SIZE,
+                          ZOOM_RECORD_SIZE)
 from .format.rtree import read_rtree_leaves, read_zoom_rtree_leaves
 from .format.tree_build import (RTREE_LEAF_DTYPE, chrom_tree_bytes, chrom_tree_size, rtree_bytes,
                                 rtree_size)
@@ -54,7 +54,7 @@ CHUNK_BYTES = 16 << 20          # source bytes read, inflated and written per st
 DATA_COUNT_SIZE = 8             # uint64 block count at fullDataOffset
 ZOOM_COUNT_SIZE = 4             # uint32 record count at a zoom level's dataOffset (UCSC bits32)
 SPACE_MARGIN = 0.05             # free space wanted beyond the estimate (it is extrapolated from samples)
-_ITEM_BYTES = np.array([0, 12, 8, 4], np.int64)   # by section type (bedGraph, variableStep, fixedStep)
+_ITEM_BYTES = np.array(ITEM_BYTES, np.int64)     # by section type
 _BIGWIG_SUFFIXES = (".bw", ".bigwig")
 
 

@@ -47,8 +47,8 @@ def read_zoom_rtree_leaves(source, offset: int, bo: str) -> np.ndarray:
                         ("end_base", bo + "u4"), ("offset", bo + "u8"), ("size", bo + "u8")])
     node_dt = np.dtype([("start_chrom", bo + "u4"), ("start_base", bo + "u4"), ("end_chrom", bo + "u4"),
                         ("end_base", bo + "u4"), ("child", bo + "u8")])
-    leaves = walk_tree(source, offset + 48, bo, block_size, max(source.size // leaf_dt.itemsize, 1), leaf_dt,
-                       node_dt, "zoom R-tree")
+    leaves = walk_tree(source, offset + RTREE_HEADER_SIZE, bo, block_size, max(source.size // leaf_dt.itemsize, 1),
+                       leaf_dt, node_dt, "zoom R-tree")
     out = np.concatenate(leaves) if leaves else np.zeros(0, leaf_dt)
     if len(out) and int((out["offset"].astype(np.int64) + out["size"].astype(np.int64)).max()) > source.size:
         raise BigWigFormatError(path, "a zoom block lies past the end of the file: truncated or corrupt")
