@@ -8,6 +8,8 @@ summary as its source. What changes:
   read it in place); the file grows by the compression ratio (typically 1.3-3x);
 - the byte order is little-endian (a big-endian source is byte-swapped, so pyBigWig, which
   reads little-endian files only, can read the result);
+- every block starts at a multiple of 4 bytes (so bwloader searches it where it lies, in a memory
+  map);
 - the R-trees are rebuilt over the same blocks (same bounds, same fan-out and items-per-slot as
   the source) with the new offsets; the chromosome tree is rebuilt with the source's key size,
   fan-out, ids and sizes; an extension header (bigBed extra indexes, never used by bigWig) is
@@ -53,6 +55,8 @@ __all__ = ["transcode", "transcode_file", "estimate_transcode", "output_path", "
 CHUNK_BYTES = 16 << 20          # source bytes read, inflated and written per step
 DATA_COUNT_SIZE = 8             # uint64 block count at fullDataOffset
 ZOOM_COUNT_SIZE = 4             # uint32 record count at a zoom level's dataOffset (UCSC bits32)
+BLOCK_ALIGN = 4                 # first block of each level at a multiple of 4 (blocks are whole words):
+#                                 readers search uint32 words of a memory map where they lie
 SPACE_MARGIN = 0.05             # free space wanted beyond the estimate (it is extrapolated from samples)
 _ITEM_BYTES = np.array(ITEM_BYTES, np.int64)     # by section type
 _BIGWIG_SUFFIXES = (".bw", ".bigwig")
@@ -153,9 +157,11 @@ class _SourcePlan:
     zooms: list = field(default_factory=list)   # list[_Level]
 
     def fixed_bytes(self) -> int:
-        """Bytes of the output that are not blocks: header, trees, counts, trailing magic."""
+        """Bytes of the output that are not blocks: header, trees, counts, padding, trailing magic
+        (blocks and trees are whole words, so only the data section needs padding)."""
         n = HEADER_SIZE + ZOOM_HEADER_SIZE * len(self.zooms) + (SUMMARY_SIZE if self.summary else 0)
         n += chrom_tree_size(len(self.chrom_names), self.key_size, self.chrom_block_size)
+        n += -(n + DATA_COUNT_SIZE) % BLOCK_ALIGN
         n += DATA_COUNT_SIZE + rtree_size(len(self.data.leaves), self.data.block_size)
         for z in self.zooms:
             n += ZOOM_COUNT_SIZE + rtree_size(len(z.leaves), z.block_size)
@@ -398,8 +404,9 @@ def _write(f: BigWigFile, plan: _SourcePlan, fh, on_bytes=None, cancel=None) -> 
         pos += SUMMARY_SIZE
     chrom_tree_offset = pos
     tree = chrom_tree_bytes(pos, plan.chrom_names, plan.chrom_sizes, plan.key_size, plan.chrom_block_size)
-    fh.write(tree)
-    pos += len(tree)
+    pad = -(pos + len(tree) + DATA_COUNT_SIZE) % BLOCK_ALIGN     # blocks start aligned: read in place
+    fh.write(tree + b"\0" * pad)
+    pos += len(tree) + pad
     data_offset = pos
     n_data = len(_unique_blocks(plan.data.leaves)[0])
     fh.write(struct.pack("<Q", n_data))
@@ -411,6 +418,9 @@ def _write(f: BigWigFile, plan: _SourcePlan, fh, on_bytes=None, cancel=None) -> 
     pos += len(tree)
     zoom_headers = []
     for z in plan.zooms:
+        pad = -(pos + ZOOM_COUNT_SIZE) % BLOCK_ALIGN
+        fh.write(b"\0" * pad)
+        pos += pad
         z_data = pos
         fh.write(b"\0" * ZOOM_COUNT_SIZE)
         pos += ZOOM_COUNT_SIZE

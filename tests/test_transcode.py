@@ -120,6 +120,7 @@ def test_structure_matches_source(bw_files, transcoded, name):
             np.testing.assert_array_equal(o[k], s[k])
     raw = Path(out).read_bytes()
     assert struct.unpack_from("<I", raw, len(raw) - 4)[0] == 0x888FFC26   # trailing magic
+    assert (lo.data_leaves["offset"] % 4 == 0).all()                     # word-aligned: read in place
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -127,7 +128,7 @@ def test_our_reader_reads_the_same_values(bw_files, transcoded, name):
     f = bw_files[name]
     rng = np.random.default_rng([15, NAMES.index(name)])
     with BigWigCollection([f.path]) as src, BigWigCollection([transcoded[name].output]) as out:
-        assert not out.files[0].compressed
+        assert not out.files[0].compressed and out.files[0].readable_in_place
         for length in (1, 999, 4000):
             q = data_files.random_queries(f, rng, length, 48)
             np.testing.assert_array_equal(out.get_batch(*q, default_value=np.nan),
@@ -135,6 +136,8 @@ def test_our_reader_reads_the_same_values(bw_files, transcoded, name):
         q = data_files.random_queries(f, rng, 5000, 24)
         np.testing.assert_array_equal(out.get_batch(*q, window_size=50, reduce="max"),
                                       src.get_batch(*q, window_size=50, reduce="max"))
+        if out.files[0].n_blocks:                   # searched where they lie (memory map), not copied
+            assert out._processor._fetcher.blocks_in_place > 0
         if f.chrom_sizes and src.files[0].zoom_levels:
             w = 2 * max(z.reduction_level for z in src.files[0].zoom_levels)
             q = data_files.random_queries(f, rng, 10 * w, 16)
