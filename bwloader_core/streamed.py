@@ -20,7 +20,7 @@ from .batch import Batch
 from .batch_processor import BatchProcessor
 from .dtypes import cast_output
 from .sequence import reverse_complement_codes
-from .transforms import apply_transforms, parse_value_transforms
+from .transforms import apply_transforms_inplace, parse_value_transforms
 
 log = logging.getLogger(__name__)
 _POLL = 0.05           # seconds between checks of the stop flag while blocked on a queue
@@ -50,7 +50,7 @@ def make_batch(qb, processor: BatchProcessor, genome, spec: BatchSpec) -> Batch:
     timings = dict(processor.last_timings)
     if spec.value_transforms:
         t1 = time.perf_counter()
-        values = cast_output(apply_transforms(values, spec.value_transforms, np), spec.dtype)
+        values = cast_output(apply_transforms_inplace(values, spec.value_transforms), spec.dtype)
         timings["transform"] = time.perf_counter() - t1
     rc = np.asarray(qb.reverse_complement, bool)
     partners = getattr(qb, "strand_partners", None)

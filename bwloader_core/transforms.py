@@ -34,8 +34,8 @@ from dataclasses import MISSING, dataclass, fields
 
 import numpy as np
 
-__all__ = ["Clip", "SoftClip", "Power", "Log1p", "ValueTransform", "STEPS",
-           "parse_value_transforms", "value_transforms_to_spec", "apply_transforms", "describe_transforms"]
+__all__ = ["Clip", "SoftClip", "Power", "Log1p", "ValueTransform", "STEPS", "parse_value_transforms",
+           "value_transforms_to_spec", "apply_transforms", "apply_transforms_inplace", "describe_transforms"]
 
 
 class ValueTransform:
@@ -44,7 +44,13 @@ class ValueTransform:
     name = ""
 
     def apply(self, x, xp=np):  # pragma: no cover - every step overrides it
+        """The reference: a new array, written against the array module ``xp``."""
         raise NotImplementedError
+
+    def apply_inplace(self, x: np.ndarray) -> None:
+        """The CPU hot path: the same float32 operations as ``apply`` (bit for bit), in place on a
+        C-contiguous NumPy array, touching only the values a threshold step changes."""
+        x[...] = self.apply(x, np)
 
     def to_spec(self) -> dict:
         """``{"step": name, **parameters}``, optional parameters only where not at their default."""
@@ -74,8 +80,9 @@ def _f32(x, value):
 
 
 def _quiet(xp):
-    """Domain errors (log1p of x < -1, a negative base) give NaN as documented, not warnings."""
-    return np.errstate(invalid="ignore", divide="ignore") if xp is np else nullcontext()
+    """Domain errors (log1p of x < -1, a negative base) give NaN and overflow inf, as documented,
+    not warnings from the worker threads."""
+    return np.errstate(invalid="ignore", divide="ignore", over="ignore") if xp is np else nullcontext()
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,11 @@ class Clip(ValueTransform):
         if self.min is not None:
             out = xp.maximum(out, _f32(x, self.min))
         return out
+
+    def apply_inplace(self, x):
+        np.minimum(x, _f32(x, self.max), out=x)
+        if self.min is not None:
+            np.maximum(x, _f32(x, self.min), out=x)
 
     def describe(self) -> str:
         return f"clip(max={self.max:g}" + (f", min={self.min:g})" if self.min is not None else ")")
@@ -129,6 +141,11 @@ class SoftClip(ValueTransform):
         root = xp.sqrt(xp.maximum(x - base, zero))     # the maximum keeps sqrt off negatives
         return xp.where(x > t, base + root, x)         # NaN > t is False: NaN passes through
 
+    def apply_inplace(self, x):
+        t = _f32(x, self.threshold)
+        base = t - _f32(x, _SOFT_STYLES[self.style])   # in float32, as apply()
+        _above_inplace(x, t, lambda v: base + np.sqrt(v - base))
+
     def describe(self) -> str:
         return f"soft_clip(t={self.threshold:g}" + (", borzoi)" if self.style == "borzoi" else ")")
 
@@ -156,6 +173,15 @@ class Power(ValueTransform):
             t = _f32(x, self.threshold)
             return xp.where(x > t, t + xp.maximum(x - t, _f32(x, 0.0)) ** p, x)
 
+    def apply_inplace(self, x):
+        p = _f32(x, self.exponent)
+        with _quiet(np):
+            if self.threshold is None:
+                np.power(x, p, out=x)
+                return
+            t = _f32(x, self.threshold)
+            _above_inplace(x, t, lambda v: t + (v - t) ** p)
+
     def describe(self) -> str:
         return f"power({self.exponent:g}" + (f", above {self.threshold:g})" if self.threshold is not None else ")")
 
@@ -169,6 +195,23 @@ class Log1p(ValueTransform):
     def apply(self, x, xp=np):
         with _quiet(xp):
             return xp.log1p(x)
+
+    def apply_inplace(self, x):
+        with _quiet(np):
+            np.log1p(x, out=x)
+
+
+def _above_inplace(x: np.ndarray, t, f) -> None:
+    """``x[x > t] = f(x[x > t])`` in place: on the whole array when every value is above ``t``,
+    else only on the values above it (NaN never is)."""
+    flat = x.reshape(-1)
+    above = flat > t
+    if above.all():
+        flat[...] = f(flat)
+        return
+    idx = np.flatnonzero(above)
+    if idx.size:
+        flat[idx] = f(flat[idx])
 
 
 STEPS: dict[str, type] = {cls.name: cls for cls in (Clip, SoftClip, Power, Log1p)}
@@ -246,6 +289,17 @@ def apply_transforms(values, steps, xp=None):
     for step in steps:
         work = step.apply(work, xp)
     return work if work.dtype == dtype else work.astype(dtype)
+
+
+def apply_transforms_inplace(values: np.ndarray, steps) -> np.ndarray:
+    """The CPU hot path of :func:`apply_transforms` for a C-contiguous float32 NumPy array that the
+    caller owns: transformed in place (bit for bit the reference's result) and returned."""
+    steps = parse_value_transforms(steps)
+    if values.dtype != np.float32 or not values.flags.c_contiguous or not values.flags.writeable:
+        raise ValueError("apply_transforms_inplace needs a writeable, C-contiguous float32 array")
+    for step in steps:
+        step.apply_inplace(values)
+    return values
 
 
 def _array_module(x):

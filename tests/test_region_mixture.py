@@ -237,3 +237,18 @@ def test_mixture_with_the_unknown_base_filter_redraws_within_the_source(sdata):
             assert qb.sequence_codes is not None
             codes = qb.sequence_codes
             assert np.isin(codes, np.frombuffer(b"ACGTacgt", np.uint8)).all()
+
+
+def test_torch_dicts_carry_sources_and_strand_partners(sdata):
+    pytest.importorskip("torch")
+    from bwloader_core.torch import TorchBigWigDataset
+    cfg = LoaderConfig(bigwig_paths=sdata.bigwig_paths, sequence_length=400, batch_size=8, batches_per_epoch=2,
+                       regions={"a": {"regions": [["chr1", 0, 50_000]]}, "b": "all"},
+                       strand_pairs=[["track0", "track1"]], reverse_complement=True)
+    ds = TorchBigWigDataset.from_config(cfg)
+    try:
+        d = next(iter(ds))
+        assert d["region_source_names"] == ["a", "b"] and d["region_source"].tolist().count(0) == 4
+        assert d["strand_partners"].tolist() == [1, 0, 2]
+    finally:
+        ds.close()

@@ -22,6 +22,7 @@ from bwloader_core.transforms import (  # noqa: E402
     Power,
     SoftClip,
     apply_transforms,
+    apply_transforms_inplace,
     describe_transforms,
     parse_value_transforms,
     value_transforms_to_spec,
@@ -135,6 +136,25 @@ def test_steps_only_use_the_array_module_they_are_given():
     got = apply_transforms(x, steps, xp)
     np.testing.assert_array_equal(got, want)
     assert set(used) == {"minimum", "maximum", "sqrt", "where", "log1p"}
+
+
+@pytest.mark.parametrize("step", [Clip(100), Clip(100, min=-0.5), SoftClip(0), SoftClip(384), SoftClip(1e9),
+                                  SoftClip(-10), SoftClip(384, style="borzoi"), Power(0.75), Power(1.5),
+                                  Power(0.75, threshold=-1), Power(0.5, threshold=-1e9), Power(0.5, threshold=50),
+                                  Power(2, threshold=1e9), Log1p()], ids=lambda s: s.describe())
+def test_in_place_cpu_path_equals_the_reference_bit_for_bit(step):
+    """The loader's in-place path (only the values above a threshold touched, or all at once)
+    gives exactly the reference's float32 result, NaN and infinities included."""
+    for x in (X.reshape(2, -1, 1), np.abs(X[np.isfinite(X)]).reshape(-1, 1)):
+        want = step.apply(x.copy(), np)
+        got = x.copy()
+        step.apply_inplace(got)
+        np.testing.assert_array_equal(got, want)
+    chain = [Power(0.75, threshold=-1), SoftClip(384), Clip(768), Log1p()]
+    got = apply_transforms_inplace(X.copy(), chain)
+    np.testing.assert_array_equal(got, apply_transforms(X, chain))
+    with pytest.raises(ValueError, match="C-contiguous float32"):
+        apply_transforms_inplace(X.astype(np.float64), chain)
 
 
 # -- dtypes ---------------------------------------------------------------------------------------------
