@@ -354,7 +354,9 @@ class QueryBatchGenerator:
                     raise ValueError("no region is left to sample from (after clipping and exclusion)")
                 sampler = RegionSampler(reg, self.sequence_length, self.jitter, contain) if src.weight > 0 else None
             except (ValueError, TypeError, OSError) as exc:
-                raise type(exc)(f"regions: source {src.name!r}: {exc}") from None
+                # the plain class of the error (a UnicodeDecodeError cannot be rebuilt from a message)
+                cls = next(c for c in (FileNotFoundError, OSError, TypeError, ValueError) if isinstance(exc, c))
+                raise cls(f"regions: source {src.name!r}: {exc}") from None
             mixture.append((src, sampler, reg))
         self._mixture = mixture
         self._mix_counts = MixtureCounts([s.weight for s in self.region_sources], self.batch_size)
