@@ -175,7 +175,7 @@ class LoaderConfig(param.Parameterized):
 
     def build(self, rank: int | None = None, world_size: int | None = None):
         """Open the files and return a BigWigDataset (iterate it once per epoch; `set_epoch(n)`)."""
-        from .backend import resolve_backend
+        from .device import resolve_backend
         from .collection import BigWigCollection
         from .dataset import BigWigDataset
         from .sampling import QueryBatchGenerator

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .decode.cpu import inflate_one
+from .stages.fetch import inflate_one
 from .errors import BigWigFormatError
 from .format.rtree import read_rtree_leaves
 from .io import read_blocks
-from .kernels.fill_numpy import finalize_windows, split_at_windows
+from .stages.fill import finalize_windows, split_at_windows
 
 ZOOM_RECORD_WORDS = 8
 

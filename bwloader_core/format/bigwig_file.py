@@ -11,8 +11,8 @@ from .chrom_tree import read_chrom_tree
 from .header import (HEADER_SIZE, SUMMARY_SIZE, ZOOM_HEADER_SIZE, parse_header, parse_summary,
                      parse_zoom_headers)
 from .rtree import read_rtree_leaves
+from .spec import SECTION_TYPES
 
-SECTION_TYPES = {1: "bedGraph", 2: "variableStep", 3: "fixedStep"}
 
 
 class BigWigFile:
@@ -103,20 +103,24 @@ class BigWigFile:
 
     def section_type_counts(self, max_blocks: int | None = None) -> dict[str, int]:
         """Decode (up to `max_blocks` evenly spread) blocks and count sections by type."""
-        from ..decode.cpu import BlockFetcher
-        from ..decode.sections import parse_section_headers
+        from ..index import FlatIndex
+        from ..stages.fetch import BlockFetcher, BlockTable
+        from ..stages.parse import parse_section_headers
         n = self.n_blocks
         idx = np.arange(n) if max_blocks is None or n <= max_blocks else \
             np.unique(np.linspace(0, n - 1, max_blocks).astype(np.int64))
         counts = {v: 0 for v in SECTION_TYPES.values()}
+        index = FlatIndex.build([self])
         fetcher = BlockFetcher(1)
-        for chunk in np.array_split(idx, max(1, len(idx) // 4096)):
-            offs = self.block_offset[chunk]
-            words = fetcher.fetch([self], np.zeros(len(chunk), np.int64), chunk, offs)
-            swap = np.full(len(chunk), self.byteorder == ">")
-            secs = parse_section_headers(words, swap, lambda b, offs=offs: (self.path, int(offs[b])))
-            for t, c in zip(*np.unique(secs.type, return_counts=True)):
-                counts[SECTION_TYPES[int(t)]] += int(c)
+        try:
+            for chunk in np.array_split(idx, max(1, len(idx) // 4096)):
+                table = BlockTable.from_index(index, chunk)
+                words = fetcher.fetch([self], table)
+                secs = parse_section_headers(words, table.big_endian, lambda b, t=table: (self.path, int(t.offset[b])))
+                for t, c in zip(*np.unique(secs.type, return_counts=True)):
+                    counts[SECTION_TYPES[int(t)]] += int(c)
+        finally:
+            fetcher.close()
         return {k: v for k, v in counts.items() if v}
 
     def close(self):

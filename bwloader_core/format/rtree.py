@@ -6,16 +6,15 @@ import struct
 import numpy as np
 
 from ..errors import BigWigFormatError
+from .spec import RTREE_HEADER_SIZE, RTREE_MAGIC
 from .tree_walk import walk_tree
-
-RTREE_MAGIC = 0x2468ACE0
 
 
 def read_rtree_leaves(source, offset: int, bo: str) -> np.ndarray:
     """Walk the R-tree from the root by child offsets; return a structured array of all leaf items
     (start_chrom, start_base, end_chrom, end_base, offset, size) in tree order."""
     path = source.path
-    hdr = source.pread(offset, 48, "R-tree index header")
+    hdr = source.pread(offset, RTREE_HEADER_SIZE, "R-tree index header")
     magic, block_size, item_count = struct.unpack_from(bo + "IIQ", hdr)
     if magic != RTREE_MAGIC:
         raise BigWigFormatError(path, f"bad R-tree index magic 0x{magic:08X} at offset {offset}")
@@ -27,7 +26,7 @@ def read_rtree_leaves(source, offset: int, bo: str) -> np.ndarray:
                         ("end_base", bo + "u4"), ("offset", bo + "u8"), ("size", bo + "u8")])
     node_dt = np.dtype([("start_chrom", bo + "u4"), ("start_base", bo + "u4"), ("end_chrom", bo + "u4"),
                         ("end_base", bo + "u4"), ("child", bo + "u8")])
-    leaves = walk_tree(source, offset + 48, bo, block_size, item_count, leaf_dt, node_dt, "R-tree")
+    leaves = walk_tree(source, offset + RTREE_HEADER_SIZE, bo, block_size, item_count, leaf_dt, node_dt, "R-tree")
     out = np.concatenate(leaves) if leaves else np.zeros(0, leaf_dt)
     if len(out) != item_count:
         raise BigWigFormatError(path, f"R-tree holds {len(out)} blocks, its header says {item_count}")
