@@ -20,7 +20,7 @@ from .batch import Batch
 from .batch_processor import BatchProcessor
 from .dtypes import cast_output
 from .sequence import reverse_complement_codes
-from .transforms import apply_transforms_inplace, parse_value_transforms
+from .transforms import apply_transforms, apply_transforms_inplace, array_module, parse_value_transforms
 
 log = logging.getLogger(__name__)
 _POLL = 0.05           # seconds between checks of the stop flag while blocked on a queue
@@ -50,7 +50,7 @@ def make_batch(qb, processor: BatchProcessor, genome, spec: BatchSpec) -> Batch:
     timings = dict(processor.last_timings)
     if spec.value_transforms:
         t1 = time.perf_counter()
-        values = cast_output(apply_transforms_inplace(values, spec.value_transforms), spec.dtype)
+        values = _transform_values(values, spec)
         timings["transform"] = time.perf_counter() - t1
     rc = np.asarray(qb.reverse_complement, bool)
     partners = getattr(qb, "strand_partners", None)
@@ -75,6 +75,22 @@ def make_batch(qb, processor: BatchProcessor, genome, spec: BatchSpec) -> Batch:
                  strand_partners=None if partners is None else np.asarray(partners),
                  region_source=getattr(qb, "region_source", None),
                  region_source_names=tuple(getattr(qb, "region_source_names", ())))
+
+
+def _transform_values(values32, spec: BatchSpec):
+    """The value transforms on a batch's float32 values, then one rounding to the output dtype.
+    NumPy: in place (bit for bit the reference). A device (CuPy) array: each step's xp reference
+    on the device, and bfloat16 as uint16 bit patterns, as the GPU path outputs it."""
+    if isinstance(values32, np.ndarray):
+        return cast_output(apply_transforms_inplace(values32, spec.value_transforms), spec.dtype)
+    from .dtypes import resolve_dtype
+    from .stages.fill import to_bfloat16_bits
+    xp = array_module(values32)
+    out = apply_transforms(values32, spec.value_transforms, xp)
+    dt = resolve_dtype(spec.dtype)
+    if dt == np.float32:
+        return out
+    return to_bfloat16_bits(out, xp) if dt.name == "bfloat16" else out.astype(dt)
 
 
 def _put(q: queue.Queue, item, stop: threading.Event) -> bool:

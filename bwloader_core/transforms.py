@@ -35,7 +35,8 @@ from dataclasses import MISSING, dataclass, fields
 import numpy as np
 
 __all__ = ["Clip", "SoftClip", "Power", "Log1p", "ValueTransform", "STEPS", "parse_value_transforms",
-           "value_transforms_to_spec", "apply_transforms", "apply_transforms_inplace", "describe_transforms"]
+           "value_transforms_to_spec", "apply_transforms", "apply_transforms_inplace", "describe_transforms",
+           "array_module"]
 
 
 class ValueTransform:
@@ -283,7 +284,7 @@ def apply_transforms(values, steps, xp=None):
     if not steps:
         return values
     if xp is None:
-        xp = _array_module(values)
+        xp = array_module(values)
     dtype = values.dtype
     work = values if dtype in (np.float32, np.float64) else values.astype(np.float32)
     for step in steps:
@@ -302,7 +303,8 @@ def apply_transforms_inplace(values: np.ndarray, steps) -> np.ndarray:
     return values
 
 
-def _array_module(x):
+def array_module(x):
+    """NumPy for NumPy arrays, CuPy for CuPy arrays (imported only when one is given)."""
     if isinstance(x, np.ndarray):
         return np
     mod = type(x).__module__.split(".")[0]

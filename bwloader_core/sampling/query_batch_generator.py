@@ -356,7 +356,7 @@ class QueryBatchGenerator:
             except (ValueError, TypeError, OSError) as exc:
                 # the plain class of the error (a UnicodeDecodeError cannot be rebuilt from a message)
                 cls = next(c for c in (FileNotFoundError, OSError, TypeError, ValueError) if isinstance(exc, c))
-                raise cls(f"regions: source {src.name!r}: {exc}") from None
+                raise cls(f"regions: source {src.name!r}: {str(exc).removeprefix('regions: ')}") from None
             mixture.append((src, sampler, reg))
         self._mixture = mixture
         self._mix_counts = MixtureCounts([s.weight for s in self.region_sources], self.batch_size)
