@@ -17,6 +17,9 @@ class Batch:
     None without strand pairs) and the sequence reverse-complemented. `value_transforms` have been
     applied. `region_source[i]` indexes `region_source_names`: the mixture source sample i came
     from. The batch owns its arrays: no later batch overwrites them.
+    On a GPU `values` and `sequences` are CuPy arrays on the device (`device` says which path made
+    them); `dtype` names the element type, as a bfloat16 GPU array holds uint16 bit patterns
+    (CuPy has no bfloat16; the PyTorch wrapper views them as torch.bfloat16).
     """
 
     values: np.ndarray
@@ -32,6 +35,9 @@ class Batch:
     epoch: int = 0
     index: int = 0
     timings: dict = field(default_factory=dict)
+    dtype: str = "float32"
+    sequence_dtype: str = "float32"
+    device: str = "cpu"
     strand_partners: np.ndarray | None = None
     region_source: np.ndarray | None = None
     region_source_names: tuple = ()

@@ -16,7 +16,7 @@ import numpy as np
 
 from .device import Device
 from .dtypes import cast_output
-from .stages.fetch import BlockFetcher, BlockTable, Words
+from .stages.fetch import BlockFetcher, BlockTable, Words, fetch_in_place
 from .stages.fill import WindowBuffers, fill_compiled, fill_reference
 from .stages.parse import Sections, parse_blocks
 from .stages.plan import Plan, Queries, plan_batch
@@ -69,8 +69,14 @@ class BatchProcessor:
         return BlockTable.from_index(self.collection.index, plan.blocks, plan.need_key, partial)
 
     def fetch(self, table: BlockTable) -> Words:
-        """Read and inflate every block of `table` (CPU threads) into the reusable word buffer."""
-        return self._fetcher.fetch(self.collection.files, table)
+        """Read and inflate every block of `table` (CPU threads) into the reusable word buffer; on a
+        CPU device, blocks of uncompressed files (4-byte aligned) are read where they lie instead."""
+        c = self.collection
+        if self.device.read_in_place and self.device.kind == "cpu":
+            in_place = c.index.file_in_place[table.file] & (table.offset % 4 == 0)
+            if in_place.any():
+                return fetch_in_place(self._fetcher, c.files, table, c.memory_maps, in_place)
+        return self._fetcher.fetch(c.files, table)
 
     def parse(self, table: BlockTable, words: Words) -> tuple[Sections, np.ndarray]:
         self.blocks_decoded += len(table)

@@ -85,6 +85,8 @@ class BigWigCollection:
                     self.files.append(BigWigFile(p))
             self._scaling = self._parse_scaling(scaling)
             self.index = FlatIndex.build(self.files)
+            from .stages.fetch import MemoryMaps
+            self.memory_maps = MemoryMaps(self.files)
             self.chrom_sizes = self.index.chrom_sizes
             self._chrom_index = {n: i for i, n in enumerate(self.index.chrom_names)}
         except BaseException:

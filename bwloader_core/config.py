@@ -36,7 +36,9 @@ class LoaderConfig(param.Parameterized):
     queue_size = param.Integer(default=4, bounds=(1, 1024), doc="bounded queue length (prefetch depth)")
     cache_bytes = param.Integer(default=0, bounds=(0, None), doc="bytes of inflated blocks kept across batches and epochs (0: no cache)")
     threads_per_worker = param.Integer(default=None, allow_None=True, bounds=(1, 256), doc="inflate threads per worker (default: CPUs / workers)")
-    backend = param.Selector(default="cpu", objects=["cpu", "cuda", "auto"], doc="array backend")
+    backend = param.Selector(default="cpu", objects=["cpu", "cuda", "auto"],
+                             doc="where batches are made: 'cpu', 'cuda' (CuPy arrays on the GPU; nvCOMP inflates "
+                                 "when installed) or 'auto' (cuda when a GPU is usable, else cpu)")
     dtype = param.Selector(default="float32", objects=["float32", "float16", "bfloat16"], doc="output dtype of values and sequences")
     default_value = param.Number(default=0.0, doc="value where a track has no data (.nan allowed)")
     scaling = param.Parameter(default=None, doc="per-track factors: a list, or a mapping track name -> factor")
@@ -183,11 +185,11 @@ class LoaderConfig(param.Parameterized):
         self.validate()
         if not self.bigwig_paths:
             raise LoaderConfigError("bigwig_paths is empty: name the bigWig files (or a directory of them)")
-        resolve_backend(self.backend)
+        backend = resolve_backend(self.backend)
         paths = self.bigwig_paths[0] if len(self.bigwig_paths) == 1 and Path(self.bigwig_paths[0]).is_dir() \
             else self.bigwig_paths
         coll = BigWigCollection(paths, track_names=self.track_names, scaling=self.scaling,
-                                cache_bytes=self.cache_bytes)
+                                cache_bytes=self.cache_bytes, backend=backend)
         try:
             genome = None
             if self.reference_genome:

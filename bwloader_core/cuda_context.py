@@ -17,6 +17,7 @@ stages.
 """
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -29,6 +30,7 @@ from .stages.plan import Queries
 THREADS_PER_BLOCK = 128
 MAX_BLOCKS = 4096
 SIM_THREADS = 4              # the simulator runs one OS thread per CUDA thread: keep grids tiny
+_SIM_LOCK = threading.Lock()  # nor can it run two launches at once (it swaps module globals per launch)
 
 
 class CudaContext:
@@ -62,7 +64,8 @@ class CudaContext:
         if n_items <= 0:
             return
         if self.simulated:
-            kernel[1, min(SIM_THREADS, n_items)](*args)
+            with _SIM_LOCK:
+                kernel[1, min(SIM_THREADS, n_items)](*args)
             return
         tpb = threads or THREADS_PER_BLOCK
         blocks = min(MAX_BLOCKS, -(-n_items // tpb))

@@ -33,6 +33,7 @@ class FlatIndex:
     file_compressed: np.ndarray   # bool (T,)
     file_uncompress_buf_size: np.ndarray  # int64 (T,): 0 for uncompressed files
     file_fd: np.ndarray           # int32 (T,): local descriptor, -1 for a URL
+    file_in_place: np.ndarray     # bool (T,): data blocks can be read where they lie (memory map)
     all_local: bool
     # per (file, global chromosome)
     chrom_key: np.ndarray         # int64 (T, G): key of base 0 of the chromosome in the file
@@ -94,6 +95,7 @@ class FlatIndex:
             file_uncompress_buf_size=_frozen(np.array([f.uncompress_buf_size if f.compressed else 0
                                                        for f in files], np.int64)),
             file_fd=_frozen(np.array([-1 if fd is None else fd for fd in fds], np.int32)),
+            file_in_place=_frozen(np.array([f.readable_in_place for f in files], bool)),
             all_local=all(fd is not None for fd in fds),
             chrom_key=_frozen(chrom_key), chrom_len=_frozen(chrom_len),
             chrom_key_base=_frozen(cat(key_base, np.int64)), chrom_len_flat=_frozen(cat(len_flat, np.int64)),

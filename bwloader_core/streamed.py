@@ -20,7 +20,7 @@ from .batch import Batch
 from .batch_processor import BatchProcessor
 from .dtypes import cast_output
 from .sequence import reverse_complement_codes
-from .transforms import apply_transforms, apply_transforms_inplace, array_module, parse_value_transforms
+from .transforms import apply_transforms, apply_transforms_inplace, parse_value_transforms
 
 log = logging.getLogger(__name__)
 _POLL = 0.05           # seconds between checks of the stop flag while blocked on a queue
@@ -48,15 +48,17 @@ def make_batch(qb, processor: BatchProcessor, genome, spec: BatchSpec) -> Batch:
                                window_size=spec.window_size, reduce=spec.reduce,
                                default_value=spec.default_value, dtype=read_dtype)
     timings = dict(processor.last_timings)
+    xp = processor.device.xp          # NumPy, or CuPy on a GPU: values and sequences stay there
     if spec.value_transforms:
         t1 = time.perf_counter()
-        values = _transform_values(values, spec)
+        values = _transform_values(values, spec, xp)
         timings["transform"] = time.perf_counter() - t1
     rc = np.asarray(qb.reverse_complement, bool)
     partners = getattr(qb, "strand_partners", None)
     if rc.any():
-        flipped = values[rc, ::-1, :]
-        values[rc] = flipped if partners is None else flipped[:, :, partners]
+        mask = xp.asarray(rc)
+        flipped = values[mask, ::-1, :]
+        values[mask] = flipped if partners is None else flipped[:, :, xp.asarray(partners)]
     sequences = None
     if genome is not None:
         t1 = time.perf_counter()
@@ -64,7 +66,7 @@ def make_batch(qb, processor: BatchProcessor, genome, spec: BatchSpec) -> Batch:
         codes = genome.fetch_batch(qb.chromosomes, qb.starts, qb.ends) if codes is None else codes.copy()
         if rc.any():
             codes[rc] = reverse_complement_codes(codes[rc])
-        sequences = genome.one_hot(codes, dtype=spec.sequence_dtype or spec.dtype)
+        sequences = genome.one_hot(codes, dtype=spec.sequence_dtype or spec.dtype, xp=xp)
         timings["sequence"] = time.perf_counter() - t1
     timings["total"] = time.perf_counter() - t0
     return Batch(values=values, chromosomes=np.asarray(qb.chromosomes), starts=np.asarray(qb.starts),
@@ -72,12 +74,14 @@ def make_batch(qb, processor: BatchProcessor, genome, spec: BatchSpec) -> Batch:
                  target_ends=np.asarray(qb.target_ends), track_indices=np.asarray(qb.track_indices),
                  track_names=tuple(qb.track_names), reverse_complement=rc, sequences=sequences,
                  epoch=int(getattr(qb, "epoch", 0)), index=int(getattr(qb, "index", 0)), timings=timings,
+                 dtype=str(spec.dtype), sequence_dtype=str(spec.sequence_dtype or spec.dtype),
+                 device=processor.device.name,
                  strand_partners=None if partners is None else np.asarray(partners),
                  region_source=getattr(qb, "region_source", None),
                  region_source_names=tuple(getattr(qb, "region_source_names", ())))
 
 
-def _transform_values(values32, spec: BatchSpec):
+def _transform_values(values32, spec: BatchSpec, xp):
     """The value transforms on a batch's float32 values, then one rounding to the output dtype.
     NumPy: in place (bit for bit the reference). A device (CuPy) array: each step's xp reference
     on the device, and bfloat16 as uint16 bit patterns, as the GPU path outputs it."""
@@ -85,7 +89,6 @@ def _transform_values(values32, spec: BatchSpec):
         return cast_output(apply_transforms_inplace(values32, spec.value_transforms), spec.dtype)
     from .dtypes import resolve_dtype
     from .stages.fill import to_bfloat16_bits
-    xp = array_module(values32)
     out = apply_transforms(values32, spec.value_transforms, xp)
     dt = resolve_dtype(spec.dtype)
     if dt == np.float32:

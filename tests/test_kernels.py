@@ -237,3 +237,19 @@ def test_threaded_windows_fall_back_on_overlaps(overlapping_file):
             np.testing.assert_allclose(got[i, :, 0], want, rtol=1e-6, equal_nan=True)
         bw.close()
         p.close()
+
+
+def test_bfloat16_bits_equal_ml_dtypes():
+    """The integer float32 -> bfloat16 rounding the GPU path uses (NumPy or CuPy alike) gives the
+    bits ml_dtypes gives: round to nearest even, overflow to inf, NaN the canonical one of its sign."""
+    import ml_dtypes
+    from bwloader_core.stages.fill import to_bfloat16_bits
+    rng = np.random.default_rng(0)
+    bits = rng.integers(0, 2**32, 200_000, dtype=np.uint64).astype(np.uint32)
+    special = np.array([0, 0x80000000, 0x7F800000, 0xFF800000, 0x7FC00000, 0xFFC00000, 0x7F800001, 0x7FBFFFFF,
+                        0x7F7FFFFF, 0x00000001, 0x807FFFFF, 0x3F808000, 0x3F818000, 0x3F807FFF, 0x3F80FFFF], np.uint32)
+    x = np.concatenate([bits, special]).view(np.float32)
+    with np.errstate(invalid="ignore"):
+        want = x.astype(ml_dtypes.bfloat16).view(np.uint16)
+    np.testing.assert_array_equal(to_bfloat16_bits(x), want)
+    assert np.isnan(x).sum() > 100

@@ -1,6 +1,9 @@
 """One bigWig file: header and indexes loaded once at open into NumPy arrays."""
 from __future__ import annotations
 
+import os
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -123,7 +126,49 @@ class BigWigFile:
             fetcher.close()
         return {k: v for k, v in counts.items() if v}
 
+    @property
+    def readable_in_place(self) -> bool:
+        """True for a local, uncompressed, little-endian file on a little-endian machine: its data
+        blocks can be searched where they lie, in a memory map (`memory_map`), without a copy."""
+        return (not self.compressed and self.byteorder == "<" and sys.byteorder == "little"
+                and self.local_fd is not None)
+
+    def memory_map(self) -> np.ndarray:
+        """The whole file as a read-only uint8 array, mapped on first use and unmapped at `close`.
+        Callers check `still_whole()` before reading it: a mapped file truncated while open would
+        fault the process (SIGBUS) instead of raising."""
+        m = self.__dict__.get("_map")
+        if m is None:
+            with self.__dict__.setdefault("_map_lock", threading.Lock()):
+                m = self.__dict__.get("_map")
+                if m is None:
+                    import mmap
+                    fd = self.local_fd
+                    if fd is None:
+                        raise ValueError(f"{self.path}: only local files can be memory-mapped")
+                    mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+                    m = self._map = np.frombuffer(mm, np.uint8)
+                    self._mm = mm
+        return m
+
+    def still_whole(self) -> bool:
+        """False when the file is now shorter than when it was opened (truncated while open)."""
+        fd = self.local_fd
+        if fd is None:
+            return True
+        try:
+            return os.fstat(fd).st_size >= self.file_size
+        except OSError:
+            return False
+
     def close(self):
+        mm = self.__dict__.pop("_mm", None)
+        self.__dict__.pop("_map", None)
+        if mm is not None:
+            try:
+                mm.close()
+            except BufferError:      # a batch still holds a view: the mapping goes with it
+                pass
         self._source.close()
 
     def __enter__(self):

@@ -28,10 +28,16 @@ from ..format.spec import ITEM_BYTES, SECTION_HEADER_FORMAT, SECTION_HEADER_SIZE
 
 @dataclass(frozen=True, eq=False)
 class Words:
-    """Inflated blocks, each padded to whole words, in one uint32 array (native order)."""
+    """Inflated blocks, each padded to whole words, in one uint32 array (native order).
+
+    `words` is usually the fetcher's slot buffer. When blocks are read in place (`fetch_in_place`)
+    it is a view spanning every memory region the batch's blocks lie in (the slot buffer and the
+    files' memory maps); `keep` holds those regions alive for as long as the Words are used, and
+    the kernels only ever read inside the blocks."""
     words: np.ndarray          # uint32
     block_start: np.ndarray    # int64: first word of each block
     block_nbytes: np.ndarray   # int64: true byte length of each block
+    keep: tuple = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -216,6 +222,7 @@ class BlockFetcher:
             if self.n_threads > 1 else None
         self._buf = np.zeros(0, np.uint32)
         self.bytes_read = 0
+        self.blocks_in_place = 0    # blocks read where they lie (memory-mapped uncompressed files)
         self.blocks_native = 0      # blocks finished by the compiled path
         self.blocks_python = 0      # blocks read and inflated in Python
 
@@ -421,3 +428,70 @@ def _place(out, byteorder, w0, buf, nbytes, k):
     if m % 4:  # a malformed tail; keep its bytes so bounds checks see them
         tail = bytes(out[nw * 4:]) + b"\0" * (4 - m % 4)
         buf[w0 + nw] = np.frombuffer(tail, dt)[0]
+
+
+# -- reading in place ---------------------------------------------------------------------------
+class MemoryMaps:
+    """Read-only memory maps of a collection's files that can be read in place (local,
+    uncompressed, little-endian: `BigWigFile.readable_in_place`), mapped on first use, with the
+    address of each. Shared by every processor of the collection; thread-safe."""
+
+    def __init__(self, files):
+        self.files = files
+        self.address = np.full(len(files), -1, np.int64)
+        self._arrays: dict = {}
+        import threading
+        self._lock = threading.Lock()
+
+    def addresses(self, file_ids: np.ndarray) -> np.ndarray:
+        """Base address of each given file's map (mapping the ones not mapped yet). A file now
+        shorter than when it was opened raises `BigWigFormatError` (reading its map would fault)."""
+        ids = np.unique(file_ids)
+        for f in ids[self.address[ids] < 0].tolist():
+            with self._lock:
+                if self.address[f] < 0:
+                    arr = self.files[f].memory_map()
+                    self._arrays[f] = arr
+                    self.address[f] = arr.ctypes.data
+        for f in ids.tolist():
+            if not self.files[f].still_whole():
+                raise BigWigFormatError(self.files[f].path, "file is shorter than when it was opened (truncated "
+                                                            "while open?)")
+        return self.address[file_ids]
+
+    def regions(self, file_ids) -> list:
+        return [self._arrays[f] for f in np.unique(file_ids).tolist()]
+
+
+def span_view(arrays) -> tuple[np.ndarray, int]:
+    """One uint32 view from the lowest to the highest address of `arrays` (all 4-byte aligned) and
+    its base address. Nothing is copied or touched: the addresses between the arrays may not be
+    mapped, so only words inside the arrays may be read through it."""
+    import ctypes
+    lo = min(a.ctypes.data for a in arrays)
+    hi = max(a.ctypes.data + a.nbytes for a in arrays)
+    n = max((hi - lo + 3) // 4, 1)
+    return np.frombuffer((ctypes.c_uint32 * n).from_address(lo), np.uint32), lo
+
+
+def fetch_in_place(fetcher: BlockFetcher, files, table: BlockTable, maps: MemoryMaps, in_place: np.ndarray) -> Words:
+    """Words of every block of `table`: those marked `in_place` (uncompressed, 4-byte aligned, in a
+    mapped file) where they lie in the file's map, the others fetched into their slots as usual."""
+    rest = np.flatnonzero(~in_place)
+    if len(rest):
+        sub = fetcher.fetch(files, table.take(rest))
+        slot_words, slot_start, slot_nbytes = sub.words, sub.block_start, sub.block_nbytes
+    else:
+        slot_words = fetcher.buffer(1)[:1]
+        slot_start = slot_nbytes = np.zeros(0, np.int64)
+    rows = np.flatnonzero(in_place)
+    addr = maps.addresses(table.file[rows]) + table.offset[rows]
+    view, base = span_view([slot_words, *maps.regions(table.file[rows])])
+    start = np.empty(len(table), np.int64)
+    nbytes = np.empty(len(table), np.int64)
+    start[rows] = (addr - base) // 4
+    nbytes[rows] = table.size[rows]
+    start[rest] = slot_start + (slot_words.ctypes.data - base) // 4
+    nbytes[rest] = slot_nbytes
+    fetcher.blocks_in_place += len(rows)
+    return Words(view, start, nbytes, keep=(slot_words, maps))

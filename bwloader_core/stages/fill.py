@@ -373,12 +373,12 @@ def fill_compiled(words: Words, secs: Sections, e: Entries, T, B, L, window_size
 # -- output dtypes ------------------------------------------------------------------------------
 def to_bfloat16_bits(values32, xp=np):
     """uint16 bfloat16 bit patterns of float32 `values32` (NumPy or CuPy array), rounded to nearest
-    even; NaN stays a quiet NaN of the same sign. Integer arithmetic only, so both array modules
-    give the same bits as `ml_dtypes`."""
+    even; a NaN becomes the canonical quiet NaN of its sign (0x7FC0 / 0xFFC0). Integer arithmetic
+    only, so both array modules give the same bits as `ml_dtypes`."""
     bits = values32.view(xp.uint32)
     nan = (bits & xp.uint32(0x7FFFFFFF)) > xp.uint32(0x7F800000)
     rounded = (bits + xp.uint32(0x7FFF) + ((bits >> xp.uint32(16)) & xp.uint32(1))) >> xp.uint32(16)
-    quiet = (bits >> xp.uint32(16)) | xp.uint32(0x40)
+    quiet = ((bits >> xp.uint32(16)) & xp.uint32(0x8000)) | xp.uint32(0x7FC0)
     return xp.where(nan, quiet, rounded).astype(xp.uint16)
 
 
@@ -528,8 +528,11 @@ def cuda_kernels():
                 if skip_nan:
                     if not c > 0.0:
                         x = np.nan
-                elif c != wf and x == x:
-                    x = max(x, default) if is_max else min(x, default)
+                elif c != wf and x == x:      # as np.maximum / np.minimum: the default when equal (+-0)
+                    if is_max:
+                        x = x if x > default else default
+                    else:
+                        x = x if x < default else default
             elif skip_nan:
                 if c > 0.0:
                     x = sums[f] / c if mode == 0 else sums[f]
