@@ -24,7 +24,7 @@ import numpy as np
 
 from .errors import BigWigFormatError
 from .stages import fetch_cuda, fill, parse, search
-from .stages.fetch import BlockTable, Words
+from .stages.fetch import BlockTable, Words, compact
 from .stages.plan import Queries
 
 THREADS_PER_BLOCK = 128
@@ -156,8 +156,8 @@ class CudaContext:
     def _fetch_hybrid(self, bp, table: BlockTable):
         """CPU threads read and inflate (partial inflate included), then one upload of the words."""
         host = self._host_words_buffer(table.total_words)
-        w = bp._fetcher.fetch(bp.collection.files, table, buf=host)
-        dev = self.upload(w.words, "words")
+        w = compact(bp._fetcher.fetch(bp.collection.files, table, buf=host))
+        dev = self.upload(w.words[:table.total_words] if w.words is host else w.words, "words")
         self._slots = w.block_start            # a block that overflowed its slot was placed after the others
         return dev, w.block_nbytes
 
@@ -214,7 +214,7 @@ class CudaContext:
         slots = np.concatenate([[0], np.cumsum((sub.capacity + 3) // 4)[:-1]]).astype(np.int64)
         sub = _with_slots(sub, slots)
         host = np.zeros(int(((sub.capacity + 3) // 4).sum()) + 16, np.uint32)
-        w = bp._fetcher.fetch(bp.collection.files, sub, buf=host)
+        w = compact(bp._fetcher.fetch(bp.collection.files, sub, buf=host))
         nbytes = nbytes.copy()
         for j, k in enumerate(bad.tolist()):
             m = int(w.block_nbytes[j])
