@@ -234,6 +234,37 @@ def bucket_columns(a, max_cols: int = 1000, how: str = "mean"):
         return np.where(c > 0, s / np.maximum(c, 1), np.nan).astype(np.float32)
 
 
+def mixture_summary(spec) -> str:
+    """'mixture: peaks 50% (BED peaks.bed), background 50% (all chromosomes)'."""
+    from bwloader_core.sampling.mixture import parse_region_mixture
+    try:
+        sources = parse_region_mixture(spec)
+    except ValueError as exc:
+        return f"invalid mixture ({exc})"
+    total = sum(s.weight for s in sources)
+
+    def where(r):
+        if r is None or r == "all":
+            return "all chromosomes"
+        return f"BED {Path(r).name}" if isinstance(r, str) else f"{len(r):,} intervals"
+    parts = [f"{s.name} {s.weight / total:.0%} ({where(s.regions)}" + (" minus exclude)" if s.exclude else ")")
+             for s in sources]
+    return "mixture: " + ", ".join(parts)
+
+
+def confine_mixture(root, spec) -> dict:
+    """A mixture's BED paths (regions and exclude of each source) confined to the data root."""
+    out = {}
+    for name, src in spec.items():
+        if isinstance(src, dict):
+            src = {k: str(confine(root, v)) if k in ("regions", "exclude") and isinstance(v, str) and v != "all"
+                   else v for k, v in src.items()}
+        elif isinstance(src, str) and src != "all":
+            src = str(confine(root, src))
+        out[name] = src
+    return out
+
+
 def sample_view(batch, i: int, max_points: int = 2000) -> dict:
     """Sample `i` of a Batch in genome orientation, ready to plot: the target bins' genomic x,
     each track's (decimated) curve, the coordinates, and the DNA of the input window."""
@@ -242,6 +273,9 @@ def sample_view(batch, i: int, max_points: int = 2000) -> dict:
     vals = _f32(batch.values[i])                        # (bins, tracks)
     if rc:                                              # the batch holds it reversed: undo for plotting
         vals = vals[::-1]
+        partners = getattr(batch, "strand_partners", None)
+        if partners is not None:                        # and strand pairs swapped back (an involution)
+            vals = vals[:, partners]
     ts, te = int(batch.target_starts[i]), int(batch.target_ends[i])
     nbins = vals.shape[0]
     width = (te - ts) / max(nbins, 1)
@@ -253,7 +287,10 @@ def sample_view(batch, i: int, max_points: int = 2000) -> dict:
     s, e = int(batch.starts[i]), int(batch.ends[i])
     out = dict(index=i, chrom=chrom, start=s, end=e, target_start=ts, target_end=te,
                strand="-" if rc else "+", window=width, curves=curves, n_points=nbins,
-               coordinates=f"{chrom}:{s:,}-{e:,} ({'-' if rc else '+'})", dna=None)
+               coordinates=f"{chrom}:{s:,}-{e:,} ({'-' if rc else '+'})", dna=None, source=None)
+    names, src = getattr(batch, "region_source_names", ()), getattr(batch, "region_source", None)
+    if len(names) > 1 and src is not None:              # a weighted mixture: which source
+        out["source"] = names[int(src[i])]
     if batch.sequences is not None:
         out["dna"] = dna_view(batch.sequences[i], s, e, rc)
     return out
@@ -872,6 +909,8 @@ class DashboardState(param.Parameterized):
             regions = self._bed_regions
         elif self.chromosomes and set(self.chromosomes) != set(sizes):
             regions = [[c, 0, int(sizes[c])] for c in self.chromosomes]
+        elif isinstance(self.config.regions, dict):
+            return                                 # a weighted mixture stays until chromosomes or a BED are picked
         else:
             regions = None
         if regions != self.config.regions:
@@ -924,6 +963,8 @@ class DashboardState(param.Parameterized):
             return "all chromosomes"
         if isinstance(r, str):
             return f"BED {r}"
+        if isinstance(r, dict):
+            return mixture_summary(r)
         return f"{len(r):,} intervals, {sum(int(e) - int(s) for _, s, e in r):,} bp" + \
             (f" from {self.bed_name}" if self.bed_name else "")
 
@@ -972,6 +1013,8 @@ class DashboardState(param.Parameterized):
         regions = cfg.regions
         if isinstance(regions, str):
             regions = str(confine(browser.root, regions))
+        elif isinstance(regions, dict):
+            regions = confine_mixture(browser.root, regions)
         exclude = str(confine(browser.root, cfg.exclude)) if isinstance(cfg.exclude, str) else cfg.exclude
         if cfg.bigwig_paths:
             try:

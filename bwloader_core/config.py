@@ -23,7 +23,7 @@ class LoaderConfig(param.Parameterized):
     bigwig_paths = param.List(default=[], item_type=str, doc="bigWig files (or one directory of them), one track each")
     track_names = param.List(default=None, item_type=str, allow_None=True, doc="names of the tracks (default: file stems)")
     reference_genome = param.String(default=None, allow_None=True, doc="FASTA (plain or bgzipped, with .fai) for one-hot sequences")
-    regions = param.Parameter(default=None, doc="regions to sample from: a BED path, a list of [chrom, start, end], or None for all chromosomes")
+    regions = param.Parameter(default=None, doc="regions to sample from: a BED path, a list of [chrom, start, end], None for all chromosomes, or a weighted mixture {name: {regions, weight, exclude}}")
     exclude = param.Parameter(default=None, doc="regions never sampled (blacklist): a BED path or a list of [chrom, start, end]")
     sequence_length = param.Integer(default=1000, bounds=(1, None), doc="input window length in bases")
     center_bin_to_predict = param.Integer(default=None, allow_None=True, bounds=(1, None), doc="length of the centred target crop (default: the whole window)")
@@ -47,6 +47,10 @@ class LoaderConfig(param.Parameterized):
     tracks = param.Parameter(default=None, doc="track sampling: None (all), an int k (k random per batch) or a list of names")
     max_unknown_fraction = param.Number(default=None, allow_None=True, bounds=(0.0, 1.0), doc="drop windows with more non-ACGT bases than this")
     one_hot_unknown = param.Selector(default="zeros", objects=["zeros", "quarter"], doc="one-hot of N and IUPAC codes")
+
+    # -- training targets: stranded tracks and value transforms --------------------------------------
+    strand_pairs = param.Parameter(default=None, doc="stranded tracks: [[plus, minus], ...] or {plus: minus}; a reverse-complemented sample swaps each pair's columns")
+    value_transforms = param.List(default=[], doc="ordered steps on the values after windowing and scaling: clip, soft_clip, power, log1p (e.g. [{step: soft_clip, threshold: 384}])")
 
     # -- YAML round trip --------------------------------------------------------------------------
     @classmethod
@@ -137,7 +141,26 @@ class LoaderConfig(param.Parameterized):
         if self.tracks is not None and not (isinstance(self.tracks, int) and not isinstance(self.tracks, bool)
                                             or isinstance(self.tracks, list)):
             fail("tracks must be None, an integer k, or a list of track names")
+        self._validate_targets(fail)
         return self
+
+    def _validate_targets(self, fail):
+        """The shapes of strand_pairs, value_transforms and a regions mixture (track names and
+        region files are checked by build(), which knows the collection)."""
+        from .sampling.mixture import is_region_mixture, parse_region_mixture
+        from .sampling.strands import normalize_strand_pairs
+        from .transforms import parse_value_transforms
+        for check, value in ((normalize_strand_pairs, self.strand_pairs),
+                             (parse_value_transforms, self.value_transforms)):
+            try:
+                check(value)
+            except ValueError as exc:
+                fail(str(exc))
+        if is_region_mixture(self.regions):
+            try:
+                parse_region_mixture(self.regions)
+            except ValueError as exc:
+                fail(str(exc))
 
     # -- building ---------------------------------------------------------------------------------
     def _check_batch_memory(self, coll):
@@ -180,7 +203,8 @@ class LoaderConfig(param.Parameterized):
                 window_size=self.window_size, batch_size=self.batch_size, batches_per_epoch=self.batches_per_epoch,
                 jitter=self.jitter, reverse_complement=self.reverse_complement, tracks=self.tracks, seed=self.seed,
                 rank=rank, world_size=world_size, max_unknown_fraction=self.max_unknown_fraction,
-                genome=genome if self.max_unknown_fraction is not None else None)
+                genome=genome if self.max_unknown_fraction is not None else None,
+                strand_pairs=self.strand_pairs)
             if genome is not None:   # every chromosome that can be sampled must be in the FASTA
                 sampled = list(dict.fromkeys(gen.regions.chroms.tolist())) if gen.regions is not None \
                     else list(coll.chrom_sizes)
@@ -193,7 +217,7 @@ class LoaderConfig(param.Parameterized):
         return BigWigDataset(coll, gen, num_workers=self.num_workers, queue_size=self.queue_size,
                              window_size=self.window_size, reduce=self.reduce, default_value=self.default_value,
                              dtype=self.dtype, genome=genome, threads_per_worker=self.threads_per_worker,
-                             owns_collection=True)
+                             value_transforms=self.value_transforms, owns_collection=True)
 
 
 def _batch_tracks(tracks, n_tracks: int) -> int:
@@ -212,6 +236,11 @@ def _looks_like_path(text) -> bool:
 
 
 def _regions(spec):
+    """Config regions -> what QueryBatchGenerator takes (lists of intervals become tuples, also
+    inside each source of a mixture)."""
+    if isinstance(spec, dict):
+        return {name: ({k: _regions(v) if k in ("regions", "exclude") else v for k, v in src.items()}
+                       if isinstance(src, dict) else _regions(src)) for name, src in spec.items()}
     if isinstance(spec, list):
         return [tuple(r) for r in spec]
     return spec
@@ -221,6 +250,12 @@ def _plain(value):
     """NumPy scalars/arrays and tuples -> plain Python values that YAML can write."""
     if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
         return value.tolist()
+    if hasattr(value, "to_spec"):             # a ValueTransform step
+        return value.to_spec()
+    if isinstance(value, (list, tuple)) and value and all(hasattr(v, "weight") and hasattr(v, "regions")
+                                                          for v in value):   # RegionSource list: a mapping
+        return {v.name: {k: _plain(x) for k, x in (("regions", v.regions), ("weight", v.weight),
+                                                     ("exclude", v.exclude)) if x is not None} for v in value}
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -43,6 +43,11 @@ def batch_to_dict(batch) -> dict:
     }
     if batch.sequences is not None:
         out["sequences"] = to_tensor(batch.sequences, batch.sequence_dtype)
+    if batch.strand_partners is not None:
+        out["strand_partners"] = to_tensor(batch.strand_partners)
+    if batch.region_source is not None:
+        out["region_source"] = to_tensor(batch.region_source)
+        out["region_source_names"] = list(batch.region_source_names)
     return out
 
 
