@@ -9,8 +9,10 @@ one fails, and that block is simply fetched into the batch's own buffer instead.
 A block may be cached partially inflated (the prefix a batch needed, its item count patched to the
 items kept, as the partial inflate leaves it); its entry records the largest key its items cover,
 and a later batch that needs more treats it as a miss. So the first epoch inflates no more than
-it would without a cache: with `cache_bytes` set, epoch 1 costs what no cache costs, and later
-epochs skip the inflate for every block that stays cached.
+it would without a cache, and later epochs skip the inflate for every block that stays cached.
+
+Blocks are keyed by their `FlatIndex` id; lookups are vectorised (one array of region slots per
+block id, made when the cache is first used: 4 bytes per block of the collection).
 """
 from __future__ import annotations
 
@@ -22,34 +24,23 @@ from dataclasses import dataclass, field
 import numpy as np
 
 WHOLE = np.iinfo(np.int64).max      # the covered key of a block inflated whole
-
-
-@dataclass(eq=False)
-class _Region:
-    key: tuple
-    start: int            # first word in the arena
-    n_words: int
-    nbytes: int = 0
-    covered: int = 0      # largest file key whose items are all present (WHOLE: the whole block)
-    pins: int = 0
-    ready: bool = False   # inflated and checked (a pending region is not served)
-    live: bool = True     # still the entry of its key
+_PENDING, _READY = 1, 2
 
 
 @dataclass(eq=False)
 class Pins:
-    """Regions a batch uses; `release()` (idempotent) lets them be evicted again."""
+    """Region slots a batch uses; `release()` (idempotent) lets them be evicted again."""
     cache: "BlockCache"
-    regions: list = field(default_factory=list)
+    slots: list = field(default_factory=list)
 
     def release(self):
-        if self.regions:
-            self.cache._unpin(self.regions)
-            self.regions = []
+        if self.slots:
+            self.cache._unpin(np.concatenate(self.slots))
+            self.slots = []
 
 
 class BlockCache:
-    """An arena of `capacity_bytes` holding inflated blocks by key (file, block), thread-safe.
+    """An arena of `capacity_bytes` holding inflated blocks by FlatIndex block id, thread-safe.
 
     `capacity_bytes=0` disables it (every lookup misses, nothing is stored). The arena is reserved
     as anonymous memory (transparent huge pages asked for where available, so filling it takes few
@@ -63,9 +54,17 @@ class BlockCache:
         self._lock = threading.Lock()
         self._map = None
         self._arena = None
-        self._entries: dict = {}
-        self._pending: dict = {}         # (key, start) -> region reserved but not yet committed
-        self._ring: deque = deque()      # regions in allocation order (oldest first)
+        self._slot_of_block = np.full(0, -1, np.int32)
+        n = 1024                                         # region records, grown as needed
+        self._r_block = np.zeros(n, np.int64)
+        self._r_start = np.zeros(n, np.int64)
+        self._r_words = np.zeros(n, np.int64)
+        self._r_nbytes = np.zeros(n, np.int64)
+        self._r_covered = np.zeros(n, np.int64)
+        self._r_pins = np.zeros(n, np.int32)
+        self._r_state = np.zeros(n, np.int8)
+        self._free = list(range(n - 1, -1, -1))
+        self._ring: deque = deque()      # region slots in allocation order (oldest first)
         self._head = 0
         self._bytes = 0
         self.hits = 0
@@ -90,102 +89,125 @@ class BlockCache:
                     self._arena = np.frombuffer(self._map, np.uint32)
         return self._arena
 
-    def lookup(self, keys, need_keys, pins: Pins):
-        """Per key: (hit, first word, bytes). A hit is ready and covers its need key; hits are
-        pinned into `pins`."""
-        n = len(keys)
-        hit = np.zeros(n, bool)
-        start = np.zeros(n, np.int64)
-        nbytes = np.zeros(n, np.int64)
+    def _ensure_blocks(self, max_block: int):
+        if len(self._slot_of_block) <= max_block:
+            grown = np.full(max(max_block + 1, 2 * len(self._slot_of_block)), -1, np.int32)
+            grown[:len(self._slot_of_block)] = self._slot_of_block
+            self._slot_of_block = grown
+
+    def lookup(self, blocks, need_keys, pins: Pins):
+        """Per block: (hit, first word, bytes). A hit is ready and covers its need key; hits are
+        pinned into `pins`. Vectorised."""
+        blocks = np.asarray(blocks, np.int64)
+        n = len(blocks)
         if not self.capacity or not n:
             self.misses += n
-            return hit, start, nbytes
+            return np.zeros(n, bool), np.zeros(n, np.int64), np.zeros(n, np.int64)
         with self._lock:
-            for i, key in enumerate(keys):
-                r = self._entries.get(key)
-                if r is not None and r.ready and r.covered >= need_keys[i]:
-                    r.pins += 1
-                    pins.regions.append(r)
-                    hit[i], start[i], nbytes[i] = True, r.start, r.nbytes
-            n_hit = int(hit.sum())
-            self.hits += n_hit
-            self.misses += n - n_hit
-        return hit, start, nbytes
+            self._ensure_blocks(int(blocks.max()))
+            slot = self._slot_of_block[blocks].astype(np.int64)
+            known = slot >= 0
+            s = np.where(known, slot, 0)
+            hit = known & (self._r_state[s] == _READY) & (self._r_covered[s] >= need_keys)
+            hs = s[hit]
+            self._r_pins[hs] += 1
+            if len(hs):
+                pins.slots.append(hs)
+            self.hits += len(hs)
+            self.misses += n - len(hs)
+            return hit, np.where(hit, self._r_start[s], 0), np.where(hit, self._r_nbytes[s], 0)
 
-    def reserve(self, keys, n_words, pins: Pins):
-        """Arena regions for blocks about to be inflated: per key, its first word, or -1 where no
+    def reserve(self, blocks, n_words, pins: Pins):
+        """Arena regions for blocks about to be inflated: per block, its first word, or -1 where no
         room could be made without overwriting a pinned block (or the block is too big). Reserved
-        regions are pinned and pending until `commit`."""
-        out = np.full(len(keys), -1, np.int64)
-        if not self.capacity:
-            return out
+        regions are pinned and pending until `commit`; returns (first words, region slots)."""
+        n = len(blocks)
+        out = np.full(n, -1, np.int64)
+        slots = np.full(n, -1, np.int64)
+        if not self.capacity or not n:
+            return out, slots
         self.arena
         with self._lock:
-            for i, key in enumerate(keys):
-                r = self._allocate(key, int(n_words[i]))
-                if r is None:
-                    self.refused += 1
+            for i in range(n):
+                r = self._allocate(int(blocks[i]), int(n_words[i]))   # pinned at once: a later
+                if r < 0:                                             # block of the same batch
+                    self.refused += 1                                 # must not evict it
                     continue
-                r.pins += 1
-                pins.regions.append(r)
-                out[i] = r.start
-        return out
+                out[i], slots[i] = self._r_start[r], r
+            got = slots[slots >= 0]
+            if len(got):
+                pins.slots.append(got)
+        return out, slots
 
-    def commit(self, keys, starts, nbytes, covered, ok):
-        """Reserved regions filled: mark the good ones ready (with their bytes and covered key) and
-        make them their key's entry; drop the others."""
+    def commit(self, slots, nbytes, covered, ok):
+        """Reserved regions filled: the good ones become their block's entry (with their bytes and
+        covered key), replacing an older one; the others are dropped."""
         with self._lock:
-            for i, key in enumerate(keys):
-                if starts[i] < 0:
-                    continue
-                r = self._pending.pop((key, int(starts[i])), None)
-                if r is None:
-                    continue
+            for i in np.flatnonzero(slots >= 0).tolist():
+                r = int(slots[i])
+                b = int(self._r_block[r])
                 if not ok[i]:
-                    r.live = False
+                    self._r_state[r] = 0
                     continue
-                r.ready, r.nbytes, r.covered = True, int(nbytes[i]), int(covered[i])
-                old = self._entries.get(key)
-                if old is not None:
-                    old.live = False
-                    self._bytes -= old.n_words * 4
-                self._entries[key] = r
-                self._bytes += r.n_words * 4
+                self._r_state[r] = _READY
+                self._r_nbytes[r] = nbytes[i]
+                self._r_covered[r] = covered[i]
+                old = int(self._slot_of_block[b])
+                if old >= 0:                 # replaced: unreachable now, evicted in its turn
+                    self._bytes -= int(self._r_words[old]) * 4
+                self._slot_of_block[b] = r
+                self._bytes += int(self._r_words[r]) * 4
 
-    def _allocate(self, key, n: int):
+    def _allocate(self, block: int, n: int) -> int:
         if n <= 0 or n > self._words:
-            return None
+            return -1
         start = self._head
         if start + n > self._words:                   # wrap: the tail of the arena first
             if not self._evict_from(start, self._words):
-                return None
+                return -1
             start = 0
         if not self._evict_from(start, start + n):
-            return None
-        r = _Region(key, start, n)
+            return -1
+        if not self._free:
+            self._grow()
+        r = self._free.pop()
+        self._r_block[r], self._r_start[r], self._r_words[r] = block, start, n
+        self._r_nbytes[r] = self._r_covered[r] = 0
+        self._r_pins[r] = 1
+        self._r_state[r] = _PENDING
+        self._ensure_blocks(block)
         self._ring.append(r)
-        self._pending[(key, start)] = r
         self._head = start + n
         return r
 
     def _evict_from(self, lo: int, hi: int) -> bool:
         """Evict the oldest regions lying in [lo, hi) of the arena; False if a pinned one is there."""
         ring = self._ring
-        while ring and lo <= ring[0].start < hi:
+        while ring and lo <= self._r_start[ring[0]] < hi:
             r = ring[0]
-            if r.pins:
+            if self._r_pins[r]:
                 return False
             ring.popleft()
-            if r.live and self._entries.get(r.key) is r:
-                del self._entries[r.key]
-                self._bytes -= r.n_words * 4
-            r.live = False
+            b = int(self._r_block[r])
+            if self._slot_of_block[b] == r:
+                self._slot_of_block[b] = -1
+                self._bytes -= int(self._r_words[r]) * 4
+            self._r_state[r] = 0
+            self._free.append(r)
         return True
 
-    def _unpin(self, regions):
+    def _grow(self):
+        n = len(self._r_block)
+        for name in ("_r_block", "_r_start", "_r_words", "_r_nbytes", "_r_covered", "_r_pins", "_r_state"):
+            a = getattr(self, name)
+            g = np.zeros(2 * n, a.dtype)
+            g[:n] = a
+            setattr(self, name, g)
+        self._free.extend(range(2 * n - 1, n - 1, -1))
+
+    def _unpin(self, slots: np.ndarray):
         with self._lock:
-            for r in regions:
-                r.pins -= 1
+            np.subtract.at(self._r_pins, slots, 1)
 
     @property
     def nbytes(self) -> int:
@@ -194,9 +216,11 @@ class BlockCache:
 
     def clear(self):
         with self._lock:
-            self._entries.clear()
+            self._slot_of_block = np.full(0, -1, np.int32)
+            self._r_state[:] = 0
+            self._r_pins[:] = 0
+            self._free = list(range(len(self._r_block) - 1, -1, -1))
             self._ring.clear()
-            self._pending.clear()
             self._head = 0
             self._bytes = 0
             self._arena = None
@@ -209,6 +233,7 @@ class BlockCache:
 
     def stats(self) -> dict:
         total = self.hits + self.misses
-        return {"capacity_bytes": self.capacity, "bytes": self._bytes, "blocks": len(self._entries),
+        return {"capacity_bytes": self.capacity, "bytes": self._bytes,
+                "blocks": int((self._slot_of_block >= 0).sum()),
                 "hits": self.hits, "misses": self.misses, "hit_rate": self.hits / total if total else 0.0,
                 "refused": self.refused}

@@ -11,10 +11,10 @@ from bwloader_core.batch_processor import BatchProcessor
 from bwloader_core.cache import WHOLE, BlockCache, Pins
 
 
-def _fill(cache, keys, n_words, covered=WHOLE):
+def _fill(cache, blocks, n_words, covered=WHOLE):
     pins = Pins(cache)
-    got = cache.reserve(keys, np.full(len(keys), n_words), pins)
-    cache.commit(keys, got, np.full(len(keys), n_words * 4), np.full(len(keys), covered), got >= 0)
+    got, slots = cache.reserve(np.asarray(blocks), np.full(len(blocks), n_words), pins)
+    cache.commit(slots, np.full(len(blocks), n_words * 4), np.full(len(blocks), covered), got >= 0)
     return got, pins
 
 
@@ -26,7 +26,7 @@ def test_ring_is_bounded_and_evicts_the_oldest():
         assert got[0] >= 0 and c.nbytes <= 400
     hit, _, _ = c.lookup([9, 8, 7, 0, 1], np.zeros(5, np.int64), Pins(c))
     assert hit.tolist() == [True, True, True, False, False]
-    got, _ = _fill(c, ["big"], 101)            # larger than the whole arena: never stored
+    got, _ = _fill(c, [99], 101)               # larger than the whole arena: never stored
     assert got[0] == -1
     with pytest.raises(ValueError):
         BlockCache(-1)
@@ -34,7 +34,7 @@ def test_ring_is_bounded_and_evicts_the_oldest():
 
 def test_pinned_blocks_are_never_overwritten():
     c = BlockCache(400)
-    got, held = _fill(c, ["a"], 60)            # pinned: a batch is reading it
+    got, held = _fill(c, [50], 60)             # pinned: a batch is reading it
     c.arena[got[0]:got[0] + 60] = 7
     for i in range(5):
         g, p = _fill(c, [i], 30)
@@ -44,13 +44,13 @@ def test_pinned_blocks_are_never_overwritten():
     held.release()
     for i in range(5, 10):
         _fill(c, [i], 30)[1].release()
-    assert not c.lookup(["a"], np.zeros(1, np.int64), Pins(c))[0][0]     # evicted once released
+    assert not c.lookup([50], np.zeros(1, np.int64), Pins(c))[0][0]      # evicted once released
 
 
 def test_partially_inflated_blocks_serve_what_they_cover():
     c = BlockCache(4000)
-    _fill(c, ["p"], 10, covered=500)[1].release()
-    hit, _, _ = c.lookup(["p", "p"], np.array([500, 501]), Pins(c))
+    _fill(c, [3], 10, covered=500)[1].release()
+    hit, _, _ = c.lookup([3, 3], np.array([500, 501]), Pins(c))
     assert hit.tolist() == [True, False]
 
 

@@ -48,6 +48,7 @@ class BlockTable:
     make it huge: slots are also capped by a generous ratio of the compressed size, and the rare
     block that inflates past its slot is placed after the others. Partial inflate (compressed
     blocks needed only up to `need_pos`) stops once the items before it are out."""
+    block: np.ndarray          # int64: FlatIndex block id
     file: np.ndarray           # int64: file (track) index
     local: np.ndarray          # int64: block index within its file
     fd: np.ndarray             # int32: local descriptor (-1: a URL)
@@ -97,14 +98,14 @@ class BlockTable:
         slot = np.zeros(n, np.int64)
         if n:
             slot[1:] = np.cumsum(slot_words)[:-1]
-        return cls(file=files, local=index.leaf_local[blocks], fd=index.file_fd[files],
+        return cls(block=np.asarray(blocks, np.int64), file=files, local=index.leaf_local[blocks], fd=index.file_fd[files],
                    offset=index.leaf_offset[blocks], size=size, compressed=compressed, uncompress_buf_size=ubs,
                    big_endian=index.file_big_endian[files], need_key=file_need, capacity=capacity, slot=slot,
                    total_words=int(slot_words.sum()), all_local=index.all_local, **want)
 
     def take(self, rows) -> "BlockTable":
         """The given rows, keeping their slots (and the whole buffer's size)."""
-        pick = {k: getattr(self, k)[rows] for k in ("file", "local", "fd", "offset", "size", "compressed",
+        pick = {k: getattr(self, k)[rows] for k in ("block", "file", "local", "fd", "offset", "size", "compressed",
                                                       "uncompress_buf_size", "big_endian", "partial", "chrom",
                                                       "need_pos", "want0", "capacity", "slot")}
         return replace(self, need_key=None if self.need_key is None else self.need_key[rows], **pick)
@@ -447,7 +448,6 @@ def fetch_batch(fetcher: BlockFetcher, files, table: BlockTable, *, maps: Memory
     n = len(table)
     start = np.zeros(n, np.int64)
     nbytes = np.zeros(n, np.int64)
-    place = np.zeros(n, np.int8)             # 0 slot buffer, 1 map, 2 cache arena
     addr = np.zeros(n, np.int64)             # byte address, for maps and the arena
     regions = []
     pins = None
@@ -456,7 +456,6 @@ def fetch_batch(fetcher: BlockFetcher, files, table: BlockTable, *, maps: Memory
         rows = np.flatnonzero(in_place)
         addr[rows] = maps.addresses(table.file[rows]) + table.offset[rows]
         nbytes[rows] = table.size[rows]
-        place[rows] = 1
         regions += maps.regions(table.file[rows])
         fetcher.blocks_in_place += len(rows)
         todo = np.flatnonzero(~in_place)
@@ -464,16 +463,14 @@ def fetch_batch(fetcher: BlockFetcher, files, table: BlockTable, *, maps: Memory
         from ..cache import WHOLE, Pins
         pins = Pins(cache)
         arena = cache.arena
-        keys = list(zip(table.file[todo].tolist(), table.local[todo].tolist()))
         need = table.need_key[todo] if table.need_key is not None else np.full(len(todo), WHOLE)
-        hit, w0, nb = cache.lookup(keys, need, pins)
+        hit, w0, nb = cache.lookup(table.block[todo], need, pins)
         rows = todo[hit]
         addr[rows] = arena.ctypes.data + w0[hit] * 4
         nbytes[rows] = nb[hit]
-        place[rows] = 2
         fetcher.blocks_cached += len(rows)
         miss = todo[~hit]
-        got = cache.reserve([k for k, h in zip(keys, hit) if not h], (table.capacity[miss] + 3) // 4, pins)
+        got, slots = cache.reserve(table.block[miss], (table.capacity[miss] + 3) // 4, pins)
         into = miss[got >= 0]
         if len(into):
             sub = replace(table.take(into), slot=got[got >= 0], total_words=len(arena))
@@ -482,14 +479,12 @@ def fetch_batch(fetcher: BlockFetcher, files, table: BlockTable, *, maps: Memory
             if w.words is not arena:          # a block overflowed its region: served from its own buffer
                 ok = w.block_start == sub.slot + (arena.ctypes.data - w.words.ctypes.data) // 4
                 regions.append(w.words)
-                base_w = w.words.ctypes.data
-                addr[into] = base_w + w.block_start * 4
+                addr[into] = w.words.ctypes.data + w.block_start * 4
             else:
                 addr[into] = arena.ctypes.data + sub.slot * 4
             nbytes[into] = w.block_nbytes
-            place[into] = 2
             covered = np.where(sub.partial, sub.need_key if sub.need_key is not None else WHOLE, WHOLE)
-            cache.commit([keys[i] for i in np.flatnonzero(~hit)[got >= 0]], sub.slot, w.block_nbytes, covered, ok)
+            cache.commit(slots[got >= 0], w.block_nbytes, covered, ok)
         regions.append(arena)
         todo = miss[got < 0]
     if len(todo):
