@@ -104,7 +104,9 @@ class CudaContext:
         """A host copy of a device array (waits for the stream)."""
         if self.simulated:
             return np.array(dev)
-        return dev.get(stream=self.stream)
+        host = dev.get(stream=self.stream)       # asynchronous on a stream: wait for it
+        self.stream.synchronize()
+        return host
 
     def synchronize(self):
         if self.stream is not None:
@@ -225,7 +227,8 @@ class CudaContext:
                                                 f"bytes ({m}) than the GPU slot holds ({int(table.capacity[k])})")
             s0 = int(w.block_start[j])
             dst = int(table.slot[k])
-            words[dst:dst + nw] = w.words[s0:s0 + nw] if self.simulated else self.xp.asarray(w.words[s0:s0 + nw])
+            with self._on_stream():
+                words[dst:dst + nw] = w.words[s0:s0 + nw] if self.simulated else self.xp.asarray(w.words[s0:s0 + nw])
             nbytes[k] = m
         return nbytes
 
@@ -304,7 +307,8 @@ class CudaContext:
         covered = self.buffer("covered", n_pairs * nw, np.float64)
         acc = self.buffer("acc", n_pairs * nw, np.float64)
         overlap = self.buffer("overlap", 1, np.int32)
-        overlap[...] = 0
+        with self._on_stream():
+            overlap[...] = 0
         skip_nan = bool(np.isnan(spec.default_value))
         self.launch(window_accumulate, n_pairs, *args, np.int64(L), np.int64(w), skip_nan,
                     spec.reduce in ("max", "min"), spec.reduce == "max", sums, covered, acc, overlap)
