@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .batch import Batch
-from .batch_processor import BatchProcessor
+from .batch_processor import BatchProcessor, OutputSpec
 from .dtypes import cast_output
 from .sequence import reverse_complement_codes
 from .transforms import apply_transforms, apply_transforms_inplace, parse_value_transforms
@@ -28,12 +28,9 @@ _END, _ERROR, _ITEM = "end", "error", "item"
 
 
 @dataclass(frozen=True)
-class BatchSpec:
-    """How a query batch becomes a Batch (the knobs that do not choose the queries)."""
-    window_size: int = 1
-    reduce: str = "mean"
-    default_value: float = 0.0
-    dtype: str = "float32"
+class BatchSpec(OutputSpec):
+    """How a query batch becomes a Batch (the knobs that do not choose the queries): the values'
+    `OutputSpec` (window, reduction, default, dtype), and the sequences' dtype and transforms."""
     sequence_dtype: str | None = None   # None: the same as dtype
     value_transforms: tuple = ()        # ValueTransform steps, applied in order after scaling
 
