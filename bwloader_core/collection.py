@@ -48,7 +48,9 @@ class BigWigCollection:
     or past a chromosome's end, get `default_value` for that track. `scaling` (one factor per track,
     a list or a dict by track name) multiplies covered values, never the default.
     `n_threads` inflate threads serve `get_batch` (default: the CPU count). `cache_bytes` > 0 keeps
-    that many bytes of inflated blocks (least recently used first out) for later batches and epochs.
+    that many bytes of inflated blocks (oldest first out) for later batches and epochs, searched
+    where they lie (`bwloader_core.cache`). Local uncompressed files (`bwloader transcode`) are read
+    in place, from a memory map, with no inflate and no copy.
     `backend` ('cpu', 'cuda' or 'auto', or a `Device`) decides where batches are made: on 'cuda'
     `get_batch` returns CuPy arrays.
     """
