@@ -119,9 +119,9 @@ class MeasuredSpeed:
 # The latest measurement (bwloader get_batch, page cache warm). benchmarks/bench_fixed_regions.py
 # measures it again and prints the values to put here.
 MEASURED_READ_SPEED: MeasuredSpeed | None = MeasuredSpeed(
-    compressed=14_400, transcoded=71_800,
+    compressed=10_976, transcoded=97_449,
     setup="S1: 3 benchmark tracks, 1,000 bp, batch 256, get_batch, cache_bytes=0",
-    source="issue #15, 2 shared cores")
+    source="benchmarks/bench_fixed_regions.py (docs/fixed_regions.md), 2-core Xeon VM")
 
 
 @dataclass(frozen=True)
