@@ -6,13 +6,13 @@ STAMP  := $(VENV)/.installed
 # CPU build of torch (pinned for the test environment only; the package itself accepts any torch>=2.2).
 TORCH_PIN := torch==2.13.0
 
-.PHONY: install test demo bench clean chromium
+.PHONY: install test demo bench clean chromium gpu-check
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_PIN)" || echo "warning: $(TORCH_PIN) not installable here; torch tests will skip"
-	$(PY) -m pip install -q -e ".[app,dev,remote]"
+	$(PY) -m pip install -q -e ".[app,dev,remote,sim]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -22,8 +22,15 @@ chromium:
 	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium) \
 		|| echo "warning: could not install Chromium; the browser tests will skip"
 
+# Three pytest processes (scripts/test_all.py): the suite; the GPU path in numba's CUDA simulator
+# (the switch must be set before numba is imported); every CUDA kernel compiled to PTX (which
+# cannot share a process with the simulator). A run that collects no test fails.
 test: $(STAMP) chromium
-	$(PY) -m pytest -q
+	$(PY) scripts/test_all.py
+
+# On a machine with an NVIDIA GPU (see benchmarks/gpu_check.sh): the gpu tests and the GPU benchmark.
+gpu-check:
+	bash benchmarks/gpu_check.sh
 
 DEMO_PORT ?= 5006
 # The dashboard on the demo collection (written once into demo_data/).

@@ -2,11 +2,12 @@
 """The inflate limit of a query batch: the time to merely inflate exactly the data blocks the batch
 needs, on the same number of threads as bwloader, with nothing else (no reads, no parsing, no fill).
 
-For one batch it reproduces what ``BatchProcessor.process`` asks of its ``BlockFetcher``: the blocks
-from ``BatchProcessor.plan`` and, per block, the largest key any (query, track) pair needs from it
-(``need``, computed as in ``process``). The compressed bytes are read into memory beforehand
-(untimed); then, with the fetcher's own inflater (the compiled ``decode.native.fetch_range`` on the
-fetcher's chunks and threads, fed from memory instead of ``pread``):
+For one batch it asks the processor's own stages what the fetch stage is given: the ``Plan``
+(``BatchProcessor.plan``) and its ``BlockTable`` (``BatchProcessor.block_table``: the blocks and,
+per block, the largest key any (query, track) pair needs from it). The compressed bytes are read
+into memory beforehand (untimed); then, with the fetcher's own inflater (the compiled
+``stages.fetch_native.fetch_range`` on the fetcher's chunks and threads, fed from memory instead of
+``pread``):
 
 - ``full``: every block inflated whole (libdeflate);
 - ``partial``: what bwloader's fetcher does: zlib-ng stopping at the last item a query needs for
@@ -35,40 +36,35 @@ EVICT_BYTES = 128 << 20     # written before each timed inflate: larger than any
 
 def batch_blocks(coll, proc, chroms, starts, ends, window_size=1):
     """(blocks, n_blocks, compressed bytes) of one batch: ``blocks`` holds the compressed bytes of
-    every block the batch needs and, per block, what the fetcher would be told (file, local index,
-    need key in the file's key space)."""
-    from bwloader_core.decode.cpu import describe_blocks, slot_layout
-    q = coll._prepare_queries(chroms, np.asarray(starts), np.asarray(ends), None, window_size, "mean", "float32")
-    key_lo, key_hi = q["key_lo"], q["key_hi"]
-    leaf_ids, pair_of, leaf_of = proc.plan(key_lo, key_hi)
-    need = np.zeros(len(leaf_ids), np.int64)                   # as in BatchProcessor.process
-    np.maximum.at(need, np.searchsorted(leaf_ids, leaf_of), key_hi[pair_of])
-    files = coll._leaf_file[leaf_ids]
-    local = coll._leaf_local[leaf_ids]
-    need = need - coll._track_base[files]                       # as in BatchProcessor.fetch
+    every block the batch needs and its ``BlockTable`` whole ("full") and as the fetcher would
+    inflate it ("partial"), read from memory (``fd`` -1, ``offset`` the address of its bytes)."""
+    from dataclasses import replace
+    q = coll.prepare_queries(chroms, np.asarray(starts), np.asarray(ends), None, window_size, "mean", "float32")
+    plan = proc.plan(q)
+    table = proc.block_table(plan, partial=True)
     raw = []
-    for i in range(len(leaf_ids)):
-        raw.extend(coll.files[int(files[i])].read_blocks(local[i:i + 1]))
+    for i in range(len(table)):
+        raw.extend(coll.files[int(table.file[i])].read_blocks(table.local[i:i + 1]))
     data = np.frombuffer(b"".join(bytes(r) for r in raw), np.uint8).copy()
-    blocks = dict(files=coll.files, fidx=files, local=local, need=need, raw=[bytes(r) for r in raw], data=data)
-    for partial in (False, True):
-        p = describe_blocks(coll.files, files, local, need, partial)
-        p["fd"][:] = -1                                         # in memory: offset is the address
-        p["offset"] = data.ctypes.data + np.concatenate([[0], np.cumsum(p["csize"])[:-1]]).astype(np.int64)
-        blocks["partial" if partial else "full"] = (p, *slot_layout(p))
-    return blocks, len(leaf_ids), len(data)
+    in_memory = dict(fd=np.full(len(table), -1, np.int32),
+                     offset=data.ctypes.data + np.concatenate([[0], np.cumsum(table.size)[:-1]]).astype(np.int64))
+    blocks = dict(files=coll.files, table=table, raw=[bytes(r) for r in raw], data=data,
+                  partial=replace(table, **in_memory), full=replace(table.whole(), **in_memory))
+    return blocks, len(table), len(data)
 
 
 def _python_chunk(blocks, ks, partial):
-    from bwloader_core.decode.cpu import _zlib_ng, inflate_one, inflate_partial
+    from bwloader_core.stages.fetch import _zlib_ng, inflate_one, inflate_partial
     zng = _zlib_ng() if partial else None
+    t = blocks["table"]
     n = 0
     for k in ks:
-        f = blocks["files"][int(blocks["fidx"][k])]
-        jl, need, data = int(blocks["local"][k]), int(blocks["need"][k]), blocks["raw"][k]
+        f = blocks["files"][int(t.file[k])]
+        jl, data = int(t.local[k]), blocks["raw"][k]
         off = int(f.block_offset[jl])
-        if zng is not None and f.compressed and need < f.block_end_key[jl]:
-            out = inflate_partial(zng, f, data, off, need, int(f.block_start_key[jl]), int(f.block_end_key[jl]))
+        if zng is not None and t.partial[k]:
+            out = inflate_partial(zng, f, data, off, int(t.need_key[k]), int(f.block_start_key[jl]),
+                                  int(f.block_end_key[jl]))
         else:
             out = inflate_one(f, data, off)
         n += len(out)
@@ -79,25 +75,26 @@ class InflateTimer:
     """Times full and partial inflate of a batch's blocks with the fetcher's inflater, chunks and threads."""
 
     def __init__(self, n_threads: int):
-        from bwloader_core.decode.cpu import _native_available
+        from bwloader_core.device import Device
+        from bwloader_core.stages.fetch import native_available
         self.n_threads = max(1, int(n_threads))
         self._pool = ThreadPoolExecutor(self.n_threads) if self.n_threads > 1 else None
-        self.native = _native_available() and os.environ.get("BWLOADER_NATIVE_FETCH", "1") != "0"
+        self.native = native_available() and Device.cpu().native_fetch
         self._buf = np.zeros(0, np.uint32)
         self._scratch = None
 
     def _run(self, blocks, mode):
-        from bwloader_core.decode.cpu import run_native
-        p, caps, starts, total = blocks[mode]
-        n = len(caps)
+        from bwloader_core.stages.fetch import run_native
+        table = blocks[mode]
+        n = len(table)
         self._evict()
         if self.native:
-            if len(self._buf) < total:
-                self._buf = np.empty(total, np.uint32)
+            if len(self._buf) < table.total_words:
+                self._buf = np.empty(table.total_words, np.uint32)
             nbytes = np.zeros(n, np.int64)
             status = np.zeros(n, np.uint8)
             t0 = time.perf_counter()
-            run_native(self._pool, self.n_threads, p, caps, starts, self._buf, nbytes, status)
+            run_native(self._pool, self.n_threads, table, self._buf, nbytes, status)
             dt = time.perf_counter() - t0
             if status.any():
                 raise RuntimeError(f"{int((status != 0).sum())} blocks did not inflate on the compiled path")

@@ -58,6 +58,19 @@ def confine(root, path) -> Path:
     return full
 
 
+def confine_mixture(root, spec) -> dict:
+    """A regions mixture's BED paths (regions and exclude of each source) confined to the data root."""
+    out = {}
+    for name, src in spec.items():
+        if isinstance(src, dict):
+            src = {k: str(confine(root, v)) if k in ("regions", "exclude") and isinstance(v, str) and v != "all"
+                   else v for k, v in src.items()}
+        elif isinstance(src, str) and src != "all":
+            src = str(confine(root, src))
+        out[name] = src
+    return out
+
+
 def _is_bigwig(p: Path) -> bool:
     return p.suffix.lower() in BIGWIG_SUFFIXES
 

@@ -54,6 +54,9 @@ def sample_view(batch, i: int, max_points: int = 2000) -> dict:
     vals = _f32(batch.values[i])                        # (bins, tracks)
     if rc:                                              # the batch holds it reversed: undo for plotting
         vals = vals[::-1]
+        partners = getattr(batch, "strand_partners", None)
+        if partners is not None:                        # and strand pairs swapped back (an involution)
+            vals = vals[:, partners]
     ts, te = int(batch.target_starts[i]), int(batch.target_ends[i])
     nbins = vals.shape[0]
     width = (te - ts) / max(nbins, 1)
@@ -65,7 +68,10 @@ def sample_view(batch, i: int, max_points: int = 2000) -> dict:
     s, e = int(batch.starts[i]), int(batch.ends[i])
     out = dict(index=i, chrom=chrom, start=s, end=e, target_start=ts, target_end=te,
                strand="-" if rc else "+", window=width, curves=curves, n_points=nbins,
-               coordinates=f"{chrom}:{s:,}-{e:,} ({'-' if rc else '+'})", dna=None)
+               coordinates=f"{chrom}:{s:,}-{e:,} ({'-' if rc else '+'})", dna=None, source=None)
+    names, src = getattr(batch, "region_source_names", ()), getattr(batch, "region_source", None)
+    if len(names) > 1 and src is not None:              # a weighted mixture: which source
+        out["source"] = names[int(src[i])]
     if batch.sequences is not None:
         out["dna"] = dna_view(batch.sequences[i], s, e, rc)
     return out

@@ -13,7 +13,7 @@ import param
 from bwloader_core.config import LoaderConfig
 from bwloader_core.device import available_backends
 
-from .data_root import DataRootBrowser, confine, default_data_root, ensure_demo_data
+from .data_root import DataRootBrowser, confine, confine_mixture, default_data_root, ensure_demo_data
 from .plot_data import sample_view
 from .stream import StreamController
 from .sweep import SweepRunner
@@ -33,6 +33,24 @@ for epoch in range(10):
         ...                           # train step
 dataset.close()
 '''
+
+
+def mixture_summary(spec) -> str:
+    """'mixture: peaks 50% (BED peaks.bed), background 50% (all chromosomes)'."""
+    from bwloader_core.sampling.mixture import parse_region_mixture
+    try:
+        sources = parse_region_mixture(spec)
+    except ValueError as exc:
+        return f"invalid mixture ({exc})"
+    total = sum(s.weight for s in sources)
+
+    def where(r):
+        if r is None or r == "all":
+            return "all chromosomes"
+        return f"BED {Path(r).name}" if isinstance(r, str) else f"{len(r):,} intervals"
+    parts = [f"{s.name} {s.weight / total:.0%} ({where(s.regions)}" + (" minus exclude)" if s.exclude else ")")
+             for s in sources]
+    return "mixture: " + ", ".join(parts)
 
 
 def describe_backend(backend: str) -> str:
@@ -113,8 +131,7 @@ class DashboardState(param.Parameterized):
     def check_files(self):
         """The checks build() makes across files, on the chosen tracks and FASTA, as soon as they
         are chosen: names the FASTA lacks (and which would match), sizes that differ (assemblies)."""
-        from bwloader_core.assembly import check_assembly, resolve_aliases
-        from bwloader_core.sampling import load_regions, subtract
+        from bwloader_core.assembly import check_assembly, resolve_aliases, sampled_chromosomes
         from bwloader_core.sequence import ReferenceGenome, check_chromosomes
         cfg, sizes, per_file = self.config, self.browser.chrom_sizes, self.browser.file_sizes
         if not per_file:
@@ -122,10 +139,7 @@ class DashboardState(param.Parameterized):
             return
         genome = None
         try:
-            regs = load_regions(cfg.regions, sizes, unknown_chroms="drop")
-            if cfg.exclude is not None:
-                regs = subtract(regs, cfg.exclude)
-            sampled = list(dict.fromkeys(regs.chroms.tolist()))
+            sampled = sampled_chromosomes(cfg.regions, cfg.exclude, sizes)
             fasta = self.browser.fasta_path() if self.browser.fasta else None
             if fasta:
                 genome = ReferenceGenome(fasta)
@@ -163,6 +177,8 @@ class DashboardState(param.Parameterized):
             regions = self._bed_regions
         elif self.chromosomes and set(self.chromosomes) != set(sizes):
             regions = [[c, 0, int(sizes[c])] for c in self.chromosomes]
+        elif isinstance(self.config.regions, dict):
+            return                                 # a weighted mixture stays until chromosomes or a BED are picked
         else:
             regions = None
         if regions != self.config.regions:
@@ -206,6 +222,8 @@ class DashboardState(param.Parameterized):
             return "all chromosomes"
         if isinstance(r, str):
             return f"BED {r}"
+        if isinstance(r, dict):
+            return mixture_summary(r)
         return f"{len(r):,} intervals, {sum(int(e) - int(s) for _, s, e in r):,} bp" + \
             (f" from {self.bed_name}" if self.bed_name else "")
 
@@ -255,6 +273,8 @@ class DashboardState(param.Parameterized):
         regions = cfg.regions
         if isinstance(regions, str):
             regions = str(confine(browser.root, regions))
+        elif isinstance(regions, dict):
+            regions = confine_mixture(browser.root, regions)
         exclude = str(confine(browser.root, cfg.exclude)) if isinstance(cfg.exclude, str) else cfg.exclude
         if cfg.bigwig_paths:
             try:

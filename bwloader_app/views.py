@@ -171,6 +171,7 @@ KNOB_GROUPS = {
     "Output": ["dtype", "default_value", "one_hot_unknown"],
     "Performance": ["num_workers", "threads_per_worker", "queue_size", "cache_bytes", "backend"],
     "Advanced (Python literals)": ["exclude", "scaling", "track_names"],
+    "Training targets (Python literals)": ["strand_pairs", "value_transforms"],
 }
 # settings shown with the files (the Collection card), and all those with widgets of their own elsewhere
 FILE_KNOBS = ("allow_size_mismatch", "chromosome_aliases")
@@ -277,9 +278,25 @@ class QueryView(Viewer):
         cards = [pn.Card(self.regions_panel(), title="Regions", sizing_mode="stretch_width")]
         for title, widget in self.groups.items():
             extra = [self.tracks_per_batch] if title == "Batches" else []
+            if title.startswith("Training targets"):
+                extra = [pn.panel(pn.bind(_targets_summary, self.state.config.param.value_transforms,
+                                          self.state.config.param.strand_pairs))]
             cards.append(pn.Card(widget, *extra, title=title, sizing_mode="stretch_width",
                                  collapsed=title.startswith("Advanced")))
         return pn.Column(*cards, sizing_mode="stretch_width")
+
+
+def _targets_summary(transforms, pairs):
+    """One line under the training-target knobs: the transform chain and the strand pairs."""
+    from bwloader_core.sampling.strands import normalize_strand_pairs
+    from bwloader_core.transforms import describe_transforms
+    try:
+        text = f"Transforms: **{describe_transforms(transforms)}**"
+        pairs = normalize_strand_pairs(pairs)
+        text += f" · strand pairs: **{', '.join(f'{a}/{b}' for a, b in pairs) if pairs else 'none'}**"
+    except ValueError as exc:
+        text = f"⚠ {exc}"
+    return pn.pane.Markdown(text, margin=(0, 10))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -336,6 +353,8 @@ class BatchView(Viewer):
         rc_note = " — reverse-complement sample, drawn in genome orientation" if v["strand"] == "-" else ""
         target = "" if (v["target_start"], v["target_end"]) == (v["start"], v["end"]) else \
             f" · target {v['target_start']:,}-{v['target_end']:,}"
+        if v.get("source"):
+            target += f" · source **{v['source']}**"
         self.coords.object = (f"Sample **{v['index']}**: `{v['coordinates']}`{target} · strand **{v['strand']}** · "
                               f"{v['n_points']:,} bins of {v['window']:g} bp per track{rc_note}")
         dna = v["dna"]

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 __all__ = ["AssemblyError", "AssemblyReport", "SizeMismatch", "check_assembly", "guess_assembly",
-           "name_matches", "resolve_aliases", "canonical_name"]
+           "name_matches", "resolve_aliases", "canonical_name", "sampled_chromosomes"]
 
 # sizes of a few chromosomes in common assemblies (UCSC), to name what a file was built on
 _KNOWN_SIZES = {
@@ -179,3 +179,27 @@ def check_assembly(bigwig_sizes: Mapping[str, Mapping[str, int]], sampled: Itera
     kept_bp = sum(chrom_sizes.get(c, 0) for c in sampled)
     return AssemblyReport(chrom_sizes=chrom_sizes, mismatches=tuple(mismatches), unsampled_mismatches=tuple(other),
                           sampled_bp=sampled_bp, kept_bp=kept_bp)
+
+
+def sampled_chromosomes(regions, exclude, chrom_sizes: Mapping[str, int]) -> list[str]:
+    """The chromosomes windows can come from: those of `regions` (a BED path, a list, None for all,
+    or a weighted mixture: every source of weight > 0, each minus its own exclude) minus `exclude`.
+    Chromosomes the files do not know are left out (the sampler itself reports them)."""
+    from .sampling import load_regions, subtract
+    from .sampling.mixture import is_region_mixture, parse_region_mixture
+
+    def chroms(spec, own_exclude=None):
+        regs = load_regions(spec, chrom_sizes, unknown_chroms="drop")
+        for ex in (own_exclude, exclude):
+            if ex is not None:
+                regs = subtract(regs, ex)
+        return regs.chroms.tolist()
+
+    if regions is not None and is_region_mixture(regions):
+        out = []
+        for src in parse_region_mixture(regions):
+            if src.weight > 0:
+                out += chroms(src.regions, src.exclude)
+    else:
+        out = chroms(regions)
+    return list(dict.fromkeys(out))

@@ -8,9 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .dtypes import resolve_dtype
 from .cache import BlockCache
+from .device import Device
+from .dtypes import resolve_dtype
 from .format import BigWigFile
+from .index import FlatIndex
+from .stages.plan import Queries
 
 REDUCTIONS = ("mean", "max", "min", "sum")
 BIGWIG_SUFFIXES = (".bw", ".bigwig", ".bigWig", ".BigWig", ".BW")
@@ -64,13 +67,17 @@ class BigWigCollection:
     or past a chromosome's end, get `default_value` for that track. `scaling` (one factor per track,
     a list or a dict by track name) multiplies covered values, never the default.
     `n_threads` inflate threads serve `get_batch` (default: the CPU count). `cache_bytes` > 0 keeps
-    that many bytes of inflated blocks (least recently used first out) for later batches and epochs.
+    that many bytes of inflated blocks (oldest first out) for later batches and epochs, searched
+    where they lie (`bwloader_core.cache`). Local uncompressed files (`bwloader transcode`) are read
+    in place, from a memory map, with no inflate and no copy.
+    `backend` ('cpu', 'cuda' or 'auto', or a `Device`) decides where batches are made: on 'cuda'
+    `get_batch` returns CuPy arrays.
     `on_error="skip"` (for a folder only) leaves out the files of the folder that cannot be opened
     as bigWigs; `skipped` lists them with the reason. Named files always raise.
     """
 
     def __init__(self, paths_or_directory, track_names=None, scaling=None, n_threads: int | None = None,
-                 cache_bytes: int = 0, on_error: str = "raise"):
+                 cache_bytes: int = 0, backend="cpu", on_error: str = "raise"):
         self.paths = _expand_paths(paths_or_directory)
         self.skipped: list[tuple[str, str]] = []     # (path, reason) of files left out (on_error="skip")
         if on_error not in ("raise", "skip"):
@@ -85,7 +92,9 @@ class BigWigCollection:
             raise ValueError(f"duplicate track names {dup[:5]}; pass track_names= to name them uniquely")
         self.track_names = names
         self._n_threads = n_threads
-        self._init_args = (list(self.paths), track_names, scaling, n_threads, int(cache_bytes))
+        self.device = Device.resolve(backend)
+        self._init_args = (list(self.paths), track_names, scaling, n_threads, int(cache_bytes),
+                           backend if isinstance(backend, str) else self.device)
         self.cache = BlockCache(int(cache_bytes))
         _ensure_fd_limit(len(self.paths))
         self.files: list[BigWigFile] = []
@@ -103,7 +112,11 @@ class BigWigCollection:
                 for p in self.paths:
                     self.files.append(BigWigFile(p))
             self._scaling = self._parse_scaling(scaling)
-            self._build_index()
+            self.index = FlatIndex.build(self.files)
+            from .stages.fetch import MemoryMaps
+            self.memory_maps = MemoryMaps(self.files)
+            self.chrom_sizes = self.index.chrom_sizes
+            self._chrom_index = {n: i for i, n in enumerate(self.index.chrom_names)}
         except BaseException:
             self.close()
             raise
@@ -111,52 +124,6 @@ class BigWigCollection:
         self._processor = None
         self._lock = threading.Lock()
         self._closed = False
-
-    # -- index over all files ------------------------------------------------------------------
-    def _build_index(self):
-        files = self.files
-        chrom_sizes: dict[str, int] = {}
-        for f in files:
-            for n, s in f.chrom_sizes.items():
-                chrom_sizes[n] = max(s, chrom_sizes.get(n, 0))
-        self.chrom_sizes = chrom_sizes
-        self._chrom_index = {n: i for i, n in enumerate(chrom_sizes)}
-        G, T = len(chrom_sizes), len(files)
-        totals = np.array([f.total_length + 1 for f in files], np.int64)
-        self._track_base = np.concatenate([[0], np.cumsum(totals)[:-1]]).astype(np.int64)
-        # per (track, global chromosome): key of base 0 and length (-1: file lacks it)
-        self._chrom_key = np.zeros((T, G), np.int64)
-        self._chrom_len = np.full((T, G), -1, np.int64)
-        first, key_base, len_flat = [], [], []
-        pos = 0
-        for t, f in enumerate(files):
-            g = np.fromiter((self._chrom_index[n] for n in f.chrom_names), np.int64, len(f.chrom_names))
-            self._chrom_key[t, g] = self._track_base[t] + f.chrom_offsets[:-1]
-            self._chrom_len[t, g] = f.chrom_lengths
-            first.append(pos)
-            pos += len(f.chrom_names)
-            key_base.append(self._track_base[t] + f.chrom_offsets[:-1])
-            len_flat.append(f.chrom_lengths)
-        self._file_chrom_first = np.array(first, np.int64)
-        self._file_n_chroms = np.array([len(f.chrom_names) for f in files], np.int64)
-        self._chrom_key_base = np.concatenate(key_base).astype(np.int64)
-        self._chrom_len_flat = np.concatenate(len_flat).astype(np.int64)
-        self._file_bigendian = np.array([f.byteorder == ">" for f in files], bool)
-        self._file_track = np.arange(T, dtype=np.int64)
-        # all files' blocks in one sorted key space
-        nb = np.array([f.n_blocks for f in files], np.int64)
-        self._leaf_file = np.repeat(np.arange(T, dtype=np.int64), nb)
-        self._leaf_local = np.concatenate([np.arange(n, dtype=np.int64) for n in nb]) if T else np.zeros(0, np.int64)
-        self._leaf_start = np.concatenate([self._track_base[t] + f.block_start_key for t, f in enumerate(files)])
-        self._leaf_end = np.concatenate([self._track_base[t] + f.block_end_key for t, f in enumerate(files)])
-        self._leaf_offset = np.concatenate([f.block_offset for f in files])
-        self._leaf_size = np.concatenate([f.block_size for f in files]).astype(np.int64, copy=False)
-        self._file_compressed = np.array([f.compressed for f in files], bool)
-        self._file_ubs = np.array([f.uncompress_buf_size if f.compressed else 0 for f in files], np.int64)
-        fds = [f.local_fd for f in files]
-        self._file_fd = np.array([-1 if fd is None else fd for fd in fds], np.int32)
-        self._all_local = all(fd is not None for fd in fds)
-        self._leaf_end_cummax = np.maximum.accumulate(self._leaf_end) if len(self._leaf_end) else self._leaf_end
 
     def _parse_scaling(self, scaling):
         if scaling is None:
@@ -223,7 +190,14 @@ class BigWigCollection:
             g[i] = gi
         return g[inv.reshape(-1)]
 
-    def _prepare_queries(self, chromosomes, starts, ends, tracks, window_size, reduce, dtype):
+    @property
+    def scaling_factors(self) -> np.ndarray | None:
+        """float64 factor per track, or None without scaling."""
+        return self._scaling
+
+    def prepare_queries(self, chromosomes, starts, ends, tracks=None, window_size=1, reduce="mean",
+                        dtype="float32") -> Queries:
+        """Check a batch of queries and place it in the index's key space (see `stages.plan`)."""
         if self._closed:
             raise ValueError("the collection is closed")
         starts = _as_int_array(starts, "starts")
@@ -251,19 +225,20 @@ class BigWigCollection:
         track_idx = self.track_indices(tracks)
         _check_memory(B, L, len(track_idx), window_size, resolve_dtype(dtype).itemsize)
         g = self._chrom_indices(chroms) if B else np.zeros(0, np.int64)
-        ck = self._chrom_key[np.ix_(track_idx, g)]          # (T, B)
-        cl = self._chrom_len[np.ix_(track_idx, g)]
+        ck = self.index.chrom_key[np.ix_(track_idx, g)]          # (T, B)
+        cl = self.index.chrom_len[np.ix_(track_idx, g)]
         qs = np.clip(starts[None, :], 0, np.maximum(cl, 0))
         qe = np.clip(ends[None, :], 0, np.maximum(cl, 0))
         valid = (cl >= 0) & (qe > qs)
         key_lo = np.where(valid, ck + qs, 0).reshape(-1)
         key_hi = np.where(valid, ck + qe, 0).reshape(-1)
         origin = (ck + starts[None, :]).reshape(-1)
-        return dict(tracks=track_idx, batch=B, length=L, key_lo=key_lo, key_hi=key_hi, origin=origin)
+        return Queries(track_idx, B, L, key_lo, key_hi, origin)
 
     def get_batch(self, chromosomes, starts, ends, window_size=1, reduce="mean", default_value=0.0,
                   dtype="float32", tracks=None, zoom=False):
-        """Values of shape (batch, (end - start) // window_size, n_tracks) as a NumPy array.
+        """Values of shape (batch, (end - start) // window_size, n_tracks): a NumPy array (a CuPy
+        array on backend='cuda').
 
         `chromosomes` is a name per query (or one name for all); `starts`/`ends` 0-based half-open,
         all of the same length. See the class docstring for the treatment of missing data.
@@ -278,33 +253,46 @@ class BigWigCollection:
         with self._lock:
             if self._processor is None:
                 from .batch_processor import BatchProcessor
-                self._processor = BatchProcessor(self, n_threads=self._n_threads)
+                self._processor = BatchProcessor(self, n_threads=self._n_threads, device=self.device)
             return self._processor.process(chromosomes, starts, ends, tracks, window_size, reduce,
                                            default_value, dtype)
 
     def _get_batch_zoom(self, chromosomes, starts, ends, window_size, reduce, default_value, dtype, tracks, zoom):
         from .dtypes import cast_output
         from .zoom import pick_zoom_level, zoom_windows
-        q = self._prepare_queries(chromosomes, starts, ends, tracks, window_size, reduce, dtype)
-        T, B, L = len(q["tracks"]), q["batch"], q["length"]
+        q = self.prepare_queries(chromosomes, starts, ends, tracks, window_size, reduce, dtype)
+        T, B, L = q.n_tracks, q.batch, q.length
         out = np.empty((T, B, L // window_size))
         exact = []
-        for ti, t in enumerate(q["tracks"].tolist()):
+        for ti, t in enumerate(q.tracks.tolist()):
             f = self.files[t]
             level = pick_zoom_level(f, window_size, zoom)
             if level is None:
                 exact.append(ti)
                 continue
             sl = slice(ti * B, (ti + 1) * B)
-            base = self._track_base[t]
+            base = self.index.track_base[t]
             scale = 1.0 if self._scaling is None else float(self._scaling[t])
-            out[ti] = zoom_windows(f, level, q["key_lo"][sl] - base, q["key_hi"][sl] - base, q["origin"][sl] - base,
+            out[ti] = zoom_windows(f, level, q.key_lo[sl] - base, q.key_hi[sl] - base, q.origin[sl] - base,
                                    L, window_size, reduce, default_value, scale)
         if exact:
             sub = self.get_batch(chromosomes, starts, ends, window_size, reduce, default_value, "float32",
-                                 tracks=q["tracks"][exact])
-            out[exact] = sub.transpose(2, 0, 1)
-        return cast_output(out.transpose(1, 2, 0), dtype)
+                                 tracks=q.tracks[exact])
+            out[exact] = self.device_to_host(sub).transpose(2, 0, 1)
+        out = cast_output(out.transpose(1, 2, 0), dtype)
+        return self.host_to_device(out)
+
+    def device_to_host(self, values):
+        """A NumPy copy of values made on this collection's device (NumPy arrays pass through)."""
+        return values.get() if hasattr(values, "get") and not isinstance(values, np.ndarray) else values
+
+    def host_to_device(self, values):
+        """NumPy values moved to this collection's device (as `get_batch` would return them)."""
+        if self.device.xp is np:
+            return values
+        if values.dtype.name == "bfloat16":
+            values = values.view(np.uint16)
+        return self.device.xp.asarray(values)
 
     @property
     def timings(self) -> dict:
@@ -341,7 +329,8 @@ class BigWigCollection:
             pass
 
     def __repr__(self):
-        return f"BigWigCollection({self.n_tracks} tracks, {len(self.chrom_sizes)} chromosomes)"
+        return (f"BigWigCollection({self.n_tracks} tracks, {len(self.chrom_sizes)} chromosomes, "
+                f"device={self.device.name!r})")
 
 
 def _available_memory() -> int | None:
@@ -370,9 +359,9 @@ def _check_memory(batch, length, tracks, window_size, itemsize):
             "batch_size, a shorter sequence, fewer tracks or a larger window")
 
 
-def _reopen(paths, track_names, scaling, n_threads, cache_bytes):
+def _reopen(paths, track_names, scaling, n_threads, cache_bytes, backend="cpu"):
     return BigWigCollection(paths, track_names=track_names, scaling=scaling, n_threads=n_threads,
-                            cache_bytes=cache_bytes)
+                            cache_bytes=cache_bytes, backend=backend)
 
 
 def _ensure_fd_limit(n_files: int):

@@ -36,8 +36,9 @@ class LoaderConfig(param.Parameterized):
         "none: values only"))
     # -- where windows come from ---------------------------------------------------------------------
     regions = param.Parameter(default=None, doc=(
-        "where window centres are drawn: a BED path, a list of [chrom, start, end], or none for every "
-        "chromosome (whole)"))
+        "where window centres are drawn: a BED path, a list of [chrom, start, end], none for every "
+        "chromosome (whole), or a weighted mixture {name: {regions, weight, exclude}} (each batch drawn "
+        "from the sources in those proportions)"))
     exclude = param.Parameter(default=None, doc=(
         "regions never sampled (a blacklist): a BED path or a list of [chrom, start, end]"))
     sequence_length = param.Integer(default=1000, bounds=(1, None), doc=(
@@ -90,7 +91,8 @@ class LoaderConfig(param.Parameterized):
         "bytes of inflated blocks kept across batches and epochs (helps repeated epochs over fixed "
         "regions); 0: no cache"))
     backend = param.Selector(default="cpu", objects=["cpu", "cuda", "auto"], doc=(
-        "where batches are made: cpu, cuda (a GPU with CuPy) or auto (cuda when usable, else cpu)"))
+        "where batches are made: 'cpu', 'cuda' (CuPy arrays on the GPU; nvCOMP inflates when "
+        "installed) or 'auto' (cuda when a GPU is usable, else cpu)"))
     # -- checks across files (assembly) ---------------------------------------------------------------
     allow_size_mismatch = param.Boolean(default=False, doc=(
         "when files disagree on a sampled chromosome's size (two assemblies, e.g. hg19 vs hg38), "
@@ -99,6 +101,10 @@ class LoaderConfig(param.Parameterized):
     chromosome_aliases = param.Parameter(default=None, doc=(
         "chromosome names of the FASTA that differ from the bigWigs': 'auto' (1 = chr1, X = chrX, "
         "MT = chrM, ...) or a mapping {name in the FASTA: name in the bigWigs}; none: names must match"))
+
+    # -- training targets: stranded tracks and value transforms --------------------------------------
+    strand_pairs = param.Parameter(default=None, doc="stranded tracks: [[plus, minus], ...] or {plus: minus}; a reverse-complemented sample swaps each pair's columns")
+    value_transforms = param.List(default=[], doc="ordered steps on the values after windowing and scaling: clip, soft_clip, power, log1p (e.g. [{step: soft_clip, threshold: 384}])")
 
     # -- YAML round trip --------------------------------------------------------------------------
     @classmethod
@@ -193,7 +199,26 @@ class LoaderConfig(param.Parameterized):
         if a is not None and a != "auto" and not (
                 isinstance(a, dict) and all(isinstance(k, (str, int)) and isinstance(v, (str, int)) for k, v in a.items())):
             fail("chromosome_aliases must be None, 'auto' or a mapping {name in the FASTA: name in the bigWigs}")
+        self._validate_targets(fail)
         return self
+
+    def _validate_targets(self, fail):
+        """The shapes of strand_pairs, value_transforms and a regions mixture (track names and
+        region files are checked by build(), which knows the collection)."""
+        from .sampling.mixture import is_region_mixture, parse_region_mixture
+        from .sampling.strands import normalize_strand_pairs
+        from .transforms import parse_value_transforms
+        for check, value in ((normalize_strand_pairs, self.strand_pairs),
+                             (parse_value_transforms, self.value_transforms)):
+            try:
+                check(value)
+            except ValueError as exc:
+                fail(str(exc))
+        if is_region_mixture(self.regions):
+            try:
+                parse_region_mixture(self.regions)
+            except ValueError as exc:
+                fail(str(exc))
 
     # -- building ---------------------------------------------------------------------------------
     def _check_batch_memory(self, coll):
@@ -210,7 +235,7 @@ class LoaderConfig(param.Parameterized):
 
     def build(self, rank: int | None = None, world_size: int | None = None):
         """Open the files and return a BigWigDataset (iterate it once per epoch; `set_epoch(n)`)."""
-        from .backend import resolve_backend
+        from .device import resolve_backend
         from .collection import BigWigCollection
         from .dataset import BigWigDataset
         from .sampling import QueryBatchGenerator
@@ -218,11 +243,11 @@ class LoaderConfig(param.Parameterized):
         self.validate()
         if not self.bigwig_paths:
             raise LoaderConfigError("bigwig_paths is empty: name the bigWig files (or a directory of them)")
-        resolve_backend(self.backend)
+        backend = resolve_backend(self.backend)
         paths = self.bigwig_paths[0] if len(self.bigwig_paths) == 1 and Path(self.bigwig_paths[0]).is_dir() \
             else self.bigwig_paths
         coll = BigWigCollection(paths, track_names=self.track_names, scaling=self.scaling,
-                                cache_bytes=self.cache_bytes)
+                                cache_bytes=self.cache_bytes, backend=backend)
         genome = None
         try:
             genome = self._open_genome(coll)
@@ -235,7 +260,7 @@ class LoaderConfig(param.Parameterized):
                 window_size=self.window_size, batch_size=self.batch_size, batches_per_epoch=self.batches_per_epoch,
                 jitter=self.jitter, reverse_complement=self.reverse_complement, tracks=self.tracks, seed=self.seed,
                 rank=rank, world_size=world_size, max_unknown_fraction=self.max_unknown_fraction if use_filter else None,
-                genome=genome if use_filter else None)
+                genome=genome if use_filter else None, strand_pairs=self.strand_pairs)
             if genome is not None:   # every chromosome that can be sampled must be in the FASTA
                 sampled = list(dict.fromkeys(gen.regions.chroms.tolist())) if gen.regions is not None \
                     else list(coll.chrom_sizes)
@@ -250,7 +275,7 @@ class LoaderConfig(param.Parameterized):
         ds = BigWigDataset(coll, gen, num_workers=self.num_workers, queue_size=self.queue_size,
                            window_size=self.window_size, reduce=self.reduce, default_value=self.default_value,
                            dtype=self.dtype, genome=genome, threads_per_worker=self.threads_per_worker,
-                           owns_collection=True)
+                           value_transforms=self.value_transforms, owns_collection=True)
         ds.assembly = report
         return ds
 
@@ -281,12 +306,8 @@ class LoaderConfig(param.Parameterized):
         """(chromosome sizes to sample within, AssemblyReport): the files' sizes compared on every
         chromosome that can be sampled; a mismatch is an AssemblyError unless allow_size_mismatch,
         which keeps only the extent every file covers."""
-        from .assembly import check_assembly
-        from .sampling import load_regions, subtract
-        regs = load_regions(_regions(self.regions), coll.chrom_sizes, unknown_chroms="drop")
-        if self.exclude is not None:
-            regs = subtract(regs, _regions(self.exclude))
-        sampled = list(dict.fromkeys(regs.chroms.tolist()))
+        from .assembly import check_assembly, sampled_chromosomes
+        sampled = sampled_chromosomes(_regions(self.regions), _regions(self.exclude), coll.chrom_sizes)
         report = check_assembly({p: f.chrom_sizes for p, f in zip(coll.paths, coll.files)}, sampled,
                                 fasta_sizes=genome.chrom_sizes if genome is not None else None,
                                 fasta_label=self.reference_genome or "the FASTA",
@@ -325,6 +346,11 @@ def _looks_like_path(text) -> bool:
 
 
 def _regions(spec):
+    """Config regions -> what QueryBatchGenerator takes (lists of intervals become tuples, also
+    inside each source of a mixture)."""
+    if isinstance(spec, dict):
+        return {name: ({k: _regions(v) if k in ("regions", "exclude") else v for k, v in src.items()}
+                       if isinstance(src, dict) else _regions(src)) for name, src in spec.items()}
     if isinstance(spec, list):
         return [tuple(r) for r in spec]
     return spec
@@ -334,6 +360,12 @@ def _plain(value):
     """NumPy scalars/arrays and tuples -> plain Python values that YAML can write."""
     if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
         return value.tolist()
+    if hasattr(value, "to_spec"):             # a ValueTransform step
+        return value.to_spec()
+    if isinstance(value, (list, tuple)) and value and all(hasattr(v, "weight") and hasattr(v, "regions")
+                                                          for v in value):   # RegionSource list: a mapping
+        return {v.name: {k: _plain(x) for k, x in (("regions", v.regions), ("weight", v.weight),
+                                                     ("exclude", v.exclude)) if x is not None} for v in value}
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -13,12 +13,13 @@ class BigWigDataset:
 
     def __init__(self, collection, generator, *, num_workers=2, queue_size=4, window_size=1,
                  reduce="mean", default_value=0.0, dtype="float32", genome=None,
-                 threads_per_worker=None, sequence_dtype=None, owns_collection=False):
+                 threads_per_worker=None, sequence_dtype=None, value_transforms=None, owns_collection=False):
         self.collection = collection
         self.generator = generator
         self.loader_kwargs = dict(num_workers=num_workers, queue_size=queue_size, window_size=window_size,
                                   reduce=reduce, default_value=default_value, dtype=dtype, genome=genome,
-                                  threads_per_worker=threads_per_worker, sequence_dtype=sequence_dtype)
+                                  threads_per_worker=threads_per_worker, sequence_dtype=sequence_dtype,
+                                  value_transforms=value_transforms)
         self.epoch = None
         self._next_epoch = 0
         self._owns_collection = owns_collection

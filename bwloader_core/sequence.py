@@ -150,17 +150,21 @@ def as_codes(seqs) -> np.ndarray:
     raise TypeError(f"cannot interpret {type(seqs).__name__} of dtype {seqs.dtype} as sequence codes")
 
 
-def one_hot(codes, dtype="float32", unknown: str = "zeros") -> np.ndarray:
+def one_hot(codes, dtype="float32", unknown: str = "zeros", xp=np):
     """One-hot encode ASCII codes ``(..., L)`` to ``(..., L, 4)`` with channels A, C, G, T.
 
     Lowercase (soft-masked) bases are encoded like uppercase. ``N``, IUPAC ambiguity codes and any
     other byte are all zeros (``unknown="zeros"``) or 0.25 in every channel (``unknown="quarter"``).
-    ``dtype``: float32, float16, bfloat16, uint8 or bool.
+    ``dtype``: float32, float16, bfloat16, uint8 or bool. ``xp=cupy``: the codes are copied to the
+    GPU and encoded there (one table lookup; bfloat16 comes as uint16 bit patterns, as CuPy has none).
     """
     if unknown not in _ONE_HOT_UNKNOWN:
         raise ValueError(f"unknown must be one of {_ONE_HOT_UNKNOWN}, got {unknown!r}")
     table, packed = _one_hot_table(resolve_one_hot_dtype(dtype), unknown)
     codes = as_codes(codes)
+    if xp is not np:
+        host_table = table.view(np.uint16) if table.dtype.name == "bfloat16" else table
+        return xp.take(xp.asarray(host_table), xp.asarray(codes), axis=0)
     if packed is None:
         return np.take(table, codes, axis=0)
     return np.take(packed, codes).view(table.dtype).reshape(codes.shape + (4,))
@@ -434,9 +438,10 @@ class ReferenceGenome:
         return out
 
     # -- encoding -------------------------------------------------------------------------------
-    def one_hot(self, codes, dtype="float32") -> np.ndarray:
-        """One-hot ``(batch, L, 4)`` (A, C, G, T) using this genome's ``one_hot_unknown`` option."""
-        return one_hot(codes, dtype=dtype, unknown=self.one_hot_unknown)
+    def one_hot(self, codes, dtype="float32", xp=np):
+        """One-hot ``(batch, L, 4)`` (A, C, G, T) using this genome's ``one_hot_unknown`` option;
+        with ``xp=cupy`` the encoding happens on the GPU (bfloat16 then as uint16 bit patterns)."""
+        return one_hot(codes, dtype=dtype, unknown=self.one_hot_unknown, xp=xp)
 
     def fetch_one_hot(self, chroms, starts, ends, dtype="float32", reverse_complement=None) -> np.ndarray:
         """``fetch_batch`` + optional per-sample reverse complement + ``one_hot``."""

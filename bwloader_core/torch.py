@@ -13,8 +13,14 @@ from torch.utils.data import IterableDataset, get_worker_info
 from .dataset import BigWigDataset
 
 
-def to_tensor(arr) -> torch.Tensor:
-    """NumPy -> torch without a copy; bfloat16 (ml_dtypes) is reinterpreted bit for bit."""
+def to_tensor(arr, dtype: str | None = None) -> torch.Tensor:
+    """NumPy (CPU) or CuPy (GPU, through DLPack) -> torch without a copy; bfloat16 (ml_dtypes on
+    the CPU, uint16 bit patterns on the GPU when `dtype` says bfloat16) is reinterpreted bit for bit."""
+    if not isinstance(arr, np.ndarray):                 # a device array: zero-copy through DLPack
+        t = torch.from_dlpack(arr)
+        if dtype == "bfloat16" and t.dtype in (torch.uint16, torch.int16):
+            t = t.view(torch.bfloat16)
+        return t
     if arr.dtype.name == "bfloat16":
         return torch.from_numpy(np.ascontiguousarray(arr).view(np.int16)).view(torch.bfloat16)
     return torch.from_numpy(np.ascontiguousarray(arr))
@@ -22,7 +28,7 @@ def to_tensor(arr) -> torch.Tensor:
 
 def batch_to_dict(batch) -> dict:
     out = {
-        "values": to_tensor(batch.values),
+        "values": to_tensor(batch.values, batch.dtype),
         "chromosomes": batch.chromosomes.tolist(),
         "starts": to_tensor(batch.starts),
         "ends": to_tensor(batch.ends),
@@ -34,7 +40,12 @@ def batch_to_dict(batch) -> dict:
         "index": batch.index,
     }
     if batch.sequences is not None:
-        out["sequences"] = to_tensor(batch.sequences)
+        out["sequences"] = to_tensor(batch.sequences, batch.sequence_dtype)
+    if batch.strand_partners is not None:
+        out["strand_partners"] = to_tensor(batch.strand_partners)
+    if batch.region_source is not None:
+        out["region_source"] = to_tensor(batch.region_source)
+        out["region_source_names"] = list(batch.region_source_names)
     return out
 
 

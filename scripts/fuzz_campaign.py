@@ -43,11 +43,12 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
 
-HEADER_FMT = "IHHQQQHHQQIQ"
-CHROM_TREE_MAGIC = 0x78CA8C91
-RTREE_MAGIC = 0x2468ACE0
+from bwloader_core.format.spec import (BIGWIG_MAGIC, CHROM_TREE_HEADER_FORMAT, CHROM_TREE_HEADER_SIZE,  # noqa: E402
+                                       CHROM_TREE_MAGIC, HEADER_FORMAT as HEADER_FMT, HEADER_SIZE,
+                                       NODE_HEADER_FORMAT, NODE_HEADER_SIZE, RTREE_HEADER_SIZE,
+                                       RTREE_INTERNAL_ITEM_SIZE, RTREE_LEAF_ITEM_SIZE, RTREE_MAGIC,
+                                       SECTION_HEADER_SIZE, ZOOM_HEADER_SIZE)
 
 FAMILIES = {  # name -> weight
     "truncate": 10,
@@ -77,7 +78,7 @@ SMALL_SIZES = {"chrB": 4_000, "chrA": 3_000, "chr10": 2_500, "chr2": 2_000, "chr
 
 
 def _small_ours(path, rng, **kw):
-    import data_files as df
+    from bwloader_core.testing import fixtures as df
     with df.BigWigWriter(path, SMALL_SIZES, **{"items_per_slot": 16, "block_size": 4, **kw}) as w:
         for i, (c, size) in enumerate(SMALL_SIZES.items()):
             if i % 3 == 0:
@@ -90,7 +91,7 @@ def _small_ours(path, rng, **kw):
 
 
 def _small_pybigwig(path, rng, kind):
-    import data_files as df
+    from bwloader_core.testing import fixtures as df
     import pyBigWig
     bw = pyBigWig.open(str(path), "w")
     bw.addHeader(list(SMALL_SIZES.items()), maxZooms=2)
@@ -109,7 +110,7 @@ def _small_pybigwig(path, rng, kind):
 
 def build_corpus(directory, include_fixtures: bool = True) -> list[dict]:
     """Write the seed files into `directory`; returns and saves (manifest.json) their list."""
-    import data_files as df
+    from bwloader_core.testing import fixtures as df
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     seeds = []
@@ -172,25 +173,25 @@ class Seed:
 def _walk_rtree(raw, bo, offset):
     """R-tree nodes [(off, is_leaf, count)] and leaf item positions; (nodes, items, end)."""
     nodes, items = [], []
-    frontier = [offset + 48]
-    end = offset + 48
+    frontier = [offset + RTREE_HEADER_SIZE]
+    end = offset + RTREE_HEADER_SIZE
     while frontier:
         nxt = []
         for node in frontier:
-            is_leaf, _, n = struct.unpack_from(bo + "BBH", raw, node)
+            is_leaf, _, n = struct.unpack_from(bo + NODE_HEADER_FORMAT, raw, node)
             nodes.append((node, bool(is_leaf), n))
             if is_leaf:
-                items.extend(node + 4 + 32 * k for k in range(n))
-                end = max(end, node + 4 + 32 * n)
+                items.extend(node + NODE_HEADER_SIZE + RTREE_LEAF_ITEM_SIZE * k for k in range(n))
+                end = max(end, node + NODE_HEADER_SIZE + RTREE_LEAF_ITEM_SIZE * n)
             else:
-                nxt.extend(struct.unpack_from(bo + "Q", raw, node + 4 + 24 * k + 16)[0] for k in range(n))
-                end = max(end, node + 4 + 24 * n)
+                nxt.extend(struct.unpack_from(bo + "Q", raw, node + NODE_HEADER_SIZE + RTREE_INTERNAL_ITEM_SIZE * k + 16)[0] for k in range(n))
+                end = max(end, node + NODE_HEADER_SIZE + RTREE_INTERNAL_ITEM_SIZE * n)
         frontier = nxt
     return nodes, items, end
 
 
 def load_seed(entry: dict) -> Seed:
-    import data_files as df
+    from bwloader_core.testing import fixtures as df
     raw = Path(entry["path"]).read_bytes()
     bo = df.detect_byteorder(raw)
     names = ("magic", "version", "zoom_levels", "chrom_tree_offset", "full_data_offset", "full_index_offset",
@@ -203,31 +204,31 @@ def load_seed(entry: dict) -> Seed:
     live[52:56] = True
     # chromosome B+ tree
     cto = hdr["chrom_tree_offset"]
-    _, _, key_size, val_size, _, _ = struct.unpack_from(bo + "IIIIQQ", raw, cto)
+    _, _, key_size, val_size, _, _ = struct.unpack_from(bo + CHROM_TREE_HEADER_FORMAT, raw, cto)
     s.chrom_hdr_off, s.key_size = cto, key_size
-    live[cto:cto + 32] = True
-    frontier = [cto + 32]
+    live[cto:cto + CHROM_TREE_HEADER_SIZE] = True
+    frontier = [cto + CHROM_TREE_HEADER_SIZE]
     while frontier:
         nxt = []
         for node in frontier:
-            is_leaf, _, n = struct.unpack_from(bo + "BBH", raw, node)
+            is_leaf, _, n = struct.unpack_from(bo + NODE_HEADER_FORMAT, raw, node)
             s.chrom_nodes.append((node, bool(is_leaf), n, key_size))
-            live[node:node + 4 + n * (key_size + 8)] = True
+            live[node:node + NODE_HEADER_SIZE + n * (key_size + 8)] = True
             if not is_leaf:
-                nxt.extend(struct.unpack_from(bo + "Q", raw, node + 4 + k * (key_size + 8) + key_size)[0]
+                nxt.extend(struct.unpack_from(bo + "Q", raw, node + NODE_HEADER_SIZE + k * (key_size + 8) + key_size)[0]
                            for k in range(n))
         frontier = nxt
     # data R-tree and blocks
     fio = hdr["full_index_offset"]
     s.rtree_nodes, s.leaf_items, _ = _walk_rtree(raw, bo, fio)
-    live[fio:fio + 48] = True
+    live[fio:fio + RTREE_HEADER_SIZE] = True
     for off, is_leaf, n in s.rtree_nodes:
-        live[off:off + 4 + n * (32 if is_leaf else 24)] = True
+        live[off:off + NODE_HEADER_SIZE + n * (RTREE_LEAF_ITEM_SIZE if is_leaf else RTREE_INTERNAL_ITEM_SIZE)] = True
     for pos in s.leaf_items:
         o, z = struct.unpack_from(bo + "QQ", raw, pos + 16)
         s.leaves.append((o, z))
         live[o:o + z] = True
-    s.zoom_levels = [struct.unpack_from(bo + "I", raw, 64 + 24 * i)[0] for i in range(hdr["zoom_levels"])]
+    s.zoom_levels = [struct.unpack_from(bo + "I", raw, HEADER_SIZE + ZOOM_HEADER_SIZE * i)[0] for i in range(hdr["zoom_levels"])]
     s.live = live
     s.inert = np.flatnonzero(~live)
     s.boundaries = df.structure_boundaries(entry["path"])
@@ -304,17 +305,17 @@ def mutate(s: Seed, family: str, rng) -> Mutant:
         cut = min(max(cut, 0), n - 1)
         return Mutant(family, raw[:cut], f"truncated to {cut} of {n} bytes")
     if family == "flip_header":
-        top = 64 + 24 * s.hdr["zoom_levels"]
+        top = HEADER_SIZE + ZOOM_HEADER_SIZE * s.hdr["zoom_levels"]
         d = _flip(b, rng, _span(0, top))
         return Mutant(family, bytes(b), f"header flip {d}")
     if family == "flip_chrom_tree":
-        pos = [np.arange(s.chrom_hdr_off, s.chrom_hdr_off + 32)]
-        pos += [_span(o, o + 4 + c * (ks + 8)) for o, _, c, ks in s.chrom_nodes]
+        pos = [np.arange(s.chrom_hdr_off, s.chrom_hdr_off + CHROM_TREE_HEADER_SIZE)]
+        pos += [_span(o, o + NODE_HEADER_SIZE + c * (ks + 8)) for o, _, c, ks in s.chrom_nodes]
         d = _flip(b, rng, np.concatenate(pos))
         return Mutant(family, bytes(b), f"chromosome tree flip {d}")
     if family == "flip_rtree":
         fio = s.hdr["full_index_offset"]
-        pos = [np.arange(fio, fio + 48)] + [_span(o, o + 4 + c * (32 if lf else 24)) for o, lf, c in s.rtree_nodes]
+        pos = [np.arange(fio, fio + RTREE_HEADER_SIZE)] + [_span(o, o + NODE_HEADER_SIZE + c * (RTREE_LEAF_ITEM_SIZE if lf else RTREE_INTERNAL_ITEM_SIZE)) for o, lf, c in s.rtree_nodes]
         d = _flip(b, rng, np.concatenate(pos))
         return Mutant(family, bytes(b), f"R-tree flip {d}")
     if family == "flip_data":
@@ -332,7 +333,7 @@ def mutate(s: Seed, family: str, rng) -> Mutant:
         if r < 0.6:
             d = "payload flip " + _flip(p, rng, np.arange(len(p)))
         elif r < 0.75:
-            d = "section header flip " + _flip(p, rng, np.arange(min(24, len(p))))
+            d = "section header flip " + _flip(p, rng, np.arange(min(SECTION_HEADER_SIZE, len(p))))
         elif r < 0.85:
             cut = int(rng.integers(0, len(p)))
             p = p[:cut]
@@ -368,7 +369,7 @@ def mutate(s: Seed, family: str, rng) -> Mutant:
     if family == "forge_section":
         k = int(rng.integers(len(s.leaves)))
         p = bytearray(_block_payload(s, k))
-        if len(p) < 24:
+        if len(p) < SECTION_HEADER_SIZE:
             return mutate(s, "inflated_flip", rng)
         # chromId, start, end, itemStep, itemSpan (u32), type, reserved (u8), itemCount (u16)
         fields = [("chromId", 0, "I"), ("start", 4, "I"), ("end", 8, "I"), ("itemStep", 12, "I"),
@@ -410,21 +411,21 @@ def _forge_field(s: Seed, b: bytearray, rng) -> Mutant:
              ("rtree.itemCount", s.hdr["full_index_offset"] + 8, "Q")]
     zoom, leaf = [], []
     for i in range(s.hdr["zoom_levels"]):
-        zoom += [(f"zoom{i}.reductionLevel", 64 + 24 * i, "I"), (f"zoom{i}.dataOffset", 64 + 24 * i + 8, "Q"),
-                    (f"zoom{i}.indexOffset", 64 + 24 * i + 16, "Q")]
+        zoom += [(f"zoom{i}.reductionLevel", HEADER_SIZE + ZOOM_HEADER_SIZE * i, "I"), (f"zoom{i}.dataOffset", HEADER_SIZE + ZOOM_HEADER_SIZE * i + 8, "Q"),
+                    (f"zoom{i}.indexOffset", HEADER_SIZE + ZOOM_HEADER_SIZE * i + 16, "Q")]
     for off, is_leaf, cnt, ks in s.chrom_nodes:
         chrom.append((f"chromNode@{off}.count", off + 2, "H"))
         chrom.append((f"chromNode@{off}.isLeaf", off, "B"))
         if is_leaf and cnt:
-            item = off + 4 + int(rng.integers(cnt)) * (ks + 8)
+            item = off + NODE_HEADER_SIZE + int(rng.integers(cnt)) * (ks + 8)
             chrom += [(f"chromLeaf@{item}.id", item + ks, "I"), (f"chromLeaf@{item}.size", item + ks + 4, "I")]
         elif cnt:
-            item = off + 4 + int(rng.integers(cnt)) * (ks + 8)
+            item = off + NODE_HEADER_SIZE + int(rng.integers(cnt)) * (ks + 8)
             chrom.append((f"chromNode@{item}.child", item + ks, "Q"))
     for off, is_leaf, cnt in s.rtree_nodes:
         rtree.append((f"rtreeNode@{off}.count", off + 2, "H"))
         if not is_leaf and cnt:
-            item = off + 4 + int(rng.integers(cnt)) * 24
+            item = off + NODE_HEADER_SIZE + int(rng.integers(cnt)) * RTREE_INTERNAL_ITEM_SIZE
             rtree.append((f"rtreeNode@{item}.child", item + 16, "Q"))
     for _ in range(4):
         k = int(rng.integers(len(s.leaf_items)))
@@ -462,7 +463,7 @@ def _cycle(s: Seed, b: bytearray, rng) -> Mutant:
     root_r = s.rtree_nodes[0][0]
     for off, is_leaf, cnt in s.rtree_nodes:
         if not is_leaf and cnt:
-            opts.append(("rtree", off, cnt, 24, 16))
+            opts.append(("rtree", off, cnt, RTREE_INTERNAL_ITEM_SIZE, 16))
     if not opts or rng.random() < 0.25:
         tree = "chrom" if rng.random() < 0.5 else "rtree"
         off = root_c if tree == "chrom" else root_r
@@ -471,10 +472,10 @@ def _cycle(s: Seed, b: bytearray, rng) -> Mutant:
     tree, off, cnt, isz, koff = opts[int(rng.integers(len(opts)))]
     root = root_c if tree == "chrom" else root_r
     hdr_off = s.chrom_hdr_off if tree == "chrom" else s.hdr["full_index_offset"]
-    target = [off, root, hdr_off, off + 4][int(rng.integers(4))]
+    target = [off, root, hdr_off, off + NODE_HEADER_SIZE][int(rng.integers(4))]
     items = range(cnt) if rng.random() < 0.3 else [int(rng.integers(cnt))]
     for k in items:
-        struct.pack_into(bo + "Q", b, off + 4 + k * isz + koff, target)
+        struct.pack_into(bo + "Q", b, off + NODE_HEADER_SIZE + k * isz + koff, target)
     return Mutant("cycle", bytes(b), f"{tree} node at {off}: child {list(items)[:4]} -> {target} (root {root})")
 
 
@@ -484,18 +485,18 @@ def fanout_bytes(s: Seed, tree: str, fanout: int) -> bytes:
     bo = s.bo
     b = bytearray(s.raw)
     if tree == "rtree":
-        hdr, isz, koff = s.hdr["full_index_offset"], 24, 16
-        root = hdr + 48
+        hdr, isz, koff = s.hdr["full_index_offset"], RTREE_INTERNAL_ITEM_SIZE, 16
+        root = hdr + RTREE_HEADER_SIZE
     else:
         hdr, isz, koff = s.chrom_hdr_off, s.key_size + 8, s.key_size
-        root = hdr + 32
-    need = root + 4 + isz * fanout
+        root = hdr + CHROM_TREE_HEADER_SIZE
+    need = root + NODE_HEADER_SIZE + isz * fanout
     if len(b) < need:
         b.extend(bytes(need - len(b)))
     struct.pack_into(bo + "I", b, hdr + 4, 0xFFFF)                       # blockSize
     # itemCount: the most the reader's header check allows
     struct.pack_into(bo + "Q", b, hdr + (8 if tree == "rtree" else 16), len(b) // (2 if tree == "rtree" else isz))
-    struct.pack_into(bo + "BBH", b, root, 0, 0, fanout)
+    struct.pack_into(bo + NODE_HEADER_FORMAT, b, root, 0, 0, fanout)
     for k in range(fanout):
         item = root + 4 + isz * k
         b[item:item + isz] = bytes(isz)
@@ -743,7 +744,6 @@ def _read_jsonl(p: Path) -> list[dict]:
     return out
 
 
-BIGWIG_MAGIC = 0x888FFC26
 # Open bugs of the core that the fuzzer finds, each with a strict-xfail test in tests/test_fuzz.py; a
 # disallowed outcome matching one does not fail the CI campaign. All found so far are fixed (tree
 # fan-out cycles, leaf dataSize >= 2^63, the too-many-sections message: f9f178b; uncompressBufSize too

@@ -7,8 +7,9 @@ import pytest
 import data_files as df
 from bwloader_core import BigWigCollection
 from bwloader_core.batch_processor import BatchProcessor
-from bwloader_core.kernels.fill_numpy import (fill_runs, fill_runs_reference, runs_disjoint, window_reduce,
-                                              window_reduce_runs)
+from bwloader_core.stages.fetch import BlockTable
+from bwloader_core.stages.fill import (fill_runs, fill_runs_reference, runs_disjoint, window_reduce,
+                                       window_reduce_runs)
 
 pytest.importorskip("numba")
 pyBigWig = pytest.importorskip("pyBigWig")
@@ -37,12 +38,12 @@ def test_numba_equals_numpy_on_every_fixture(bw_files, name):
 
 @contextmanager
 def every_block(path):
-    """A one-thread processor over one file and all its blocks fetched whole: (file, ids, words, processor)."""
+    """A one-thread processor over one file and all its blocks fetched whole: (file, table, words, processor)."""
     with BigWigCollection([path]) as coll:
         p = BatchProcessor(coll, n_threads=1)
         try:
-            ids = np.arange(coll.files[0].n_blocks)
-            yield coll.files[0], ids, p.fetch(ids), p
+            table = BlockTable.from_index(coll.index, np.arange(coll.files[0].n_blocks))
+            yield coll.files[0], table, p.fetch(table), p
         finally:
             p.close()
 
@@ -50,17 +51,16 @@ def every_block(path):
 @pytest.mark.parametrize("name", df.FIXTURE_NAMES)
 def test_item_ranges_numba_equals_numpy(bw_files, name):
     """Every section of the file against random ranges, some empty, some past its ends."""
-    from bwloader_core.decode.sections import item_ranges
-    from bwloader_core.kernels import fill_numba
-    with every_block(bw_files[name].path) as (_, ids, words, p):
-        secs, _ = p.decode(ids, words)
+    from bwloader_core.stages.search import item_ranges, item_ranges_numba
+    with every_block(bw_files[name].path) as (_, table, words, p):
+        secs, _ = p.parse(table, words)
         rng = np.random.default_rng(3)
         sec = np.repeat(np.arange(len(secs.start)), 20)
         a = secs.start[sec] + rng.integers(-300, 2000, len(sec)) - rng.integers(0, 2, len(sec)) * 5000
         b = a + rng.integers(0, 3000, len(sec))
         want = item_ranges(words, secs, sec, a, b)
-        got = fill_numba.item_ranges(words.words, secs.type[sec], secs.count[sec], secs.item_word[sec],
-                                     secs.start[sec], secs.step[sec], secs.span[sec], a, b)
+        got = item_ranges_numba(words.words, secs.type[sec], secs.count[sec], secs.item_word[sec],
+                                secs.start[sec], secs.step[sec], secs.span[sec], a, b)
         np.testing.assert_array_equal(got[0], want[0])
         np.testing.assert_array_equal(got[1], want[1])
         assert got[1].sum() > 0
@@ -152,9 +152,9 @@ def test_window_reduce_from_runs_equals_dense():
 
 @pytest.mark.parametrize("name", df.FIXTURE_NAMES)
 def test_section_walk_numba_equals_numpy(bw_files, name):
-    from bwloader_core.decode.sections import parse_section_headers
-    from bwloader_core.decode.sections_numba import parse_sections
-    with every_block(bw_files[name].path) as (bw, ids, words, _):
+    from bwloader_core.stages.parse import parse_section_headers, parse_sections
+    with every_block(bw_files[name].path) as (bw, table, words, _):
+        ids = table.file
         swap = np.full(len(ids), bw.byteorder == ">")
         want = parse_section_headers(words, swap, lambda b: (bw.path, 0))
         got = parse_sections(words, swap)
@@ -170,8 +170,9 @@ def test_section_walk_numba_equals_numpy(bw_files, name):
 def test_item_ranges_on_clustered_items(typ):
     """Very uneven item spacing (where the interpolated first guess is far off) gives the same
     ranges as the NumPy bisection."""
-    from bwloader_core.decode.sections import Sections, Words, item_ranges
-    from bwloader_core.kernels import fill_numba
+    from bwloader_core.stages.fetch import Words
+    from bwloader_core.stages.parse import Sections
+    from bwloader_core.stages.search import item_ranges, item_ranges_numba
     rng = np.random.default_rng(12)
     words, secs = [], []
     for n in (1, 2, 7, 500, 3000):
@@ -193,8 +194,8 @@ def test_item_ranges_on_clustered_items(typ):
     a = lo + (rng.random(len(sec)) * (hi - lo)).astype(np.int64)
     b = a + rng.integers(0, 5000, len(sec))
     want = item_ranges(w, s, sec, a, b)
-    got = fill_numba.item_ranges(w.words, s.type[sec], s.count[sec], s.item_word[sec], s.start[sec], s.step[sec],
-                                 s.span[sec], a, b)
+    got = item_ranges_numba(w.words, s.type[sec], s.count[sec], s.item_word[sec], s.start[sec], s.step[sec],
+                            s.span[sec], a, b)
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
     assert (want[1] > 0).mean() > 0.1
@@ -236,3 +237,19 @@ def test_threaded_windows_fall_back_on_overlaps(overlapping_file):
             np.testing.assert_allclose(got[i, :, 0], want, rtol=1e-6, equal_nan=True)
         bw.close()
         p.close()
+
+
+def test_bfloat16_bits_equal_ml_dtypes():
+    """The integer float32 -> bfloat16 rounding the GPU path uses (NumPy or CuPy alike) gives the
+    bits ml_dtypes gives: round to nearest even, overflow to inf, NaN the canonical one of its sign."""
+    import ml_dtypes
+    from bwloader_core.stages.fill import to_bfloat16_bits
+    rng = np.random.default_rng(0)
+    bits = rng.integers(0, 2**32, 200_000, dtype=np.uint64).astype(np.uint32)
+    special = np.array([0, 0x80000000, 0x7F800000, 0xFF800000, 0x7FC00000, 0xFFC00000, 0x7F800001, 0x7FBFFFFF,
+                        0x7F7FFFFF, 0x00000001, 0x807FFFFF, 0x3F808000, 0x3F818000, 0x3F807FFF, 0x3F80FFFF], np.uint32)
+    x = np.concatenate([bits, special]).view(np.float32)
+    with np.errstate(invalid="ignore"):
+        want = x.astype(ml_dtypes.bfloat16).view(np.uint16)
+    np.testing.assert_array_equal(to_bfloat16_bits(x), want)
+    assert np.isnan(x).sum() > 100

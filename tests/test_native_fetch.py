@@ -8,16 +8,15 @@ import pytest
 import data_files as df
 from bwloader_core import BigWigCollection, BigWigFormatError
 from bwloader_core.batch_processor import BatchProcessor
-from bwloader_core.decode import native
+from bwloader_core.device import Device
+from bwloader_core.stages import fetch_native as native
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="zlib-ng / deflate C API not found")
 
 
 def _processor(coll, native_on, partial=True, n_threads=2):
-    p = BatchProcessor(coll, n_threads=n_threads)
-    p._fetcher.native = native_on
-    p._fetcher.partial = partial
-    return p
+    return BatchProcessor(coll, n_threads=n_threads,
+                          device=Device.cpu(native_fetch=native_on, partial_inflate=partial, read_in_place=False))
 
 
 @pytest.mark.parametrize("name", df.FIXTURE_NAMES)
@@ -109,25 +108,32 @@ def test_disabled_by_environment(bw_files, monkeypatch):
         assert coll._processor._fetcher.blocks_native == 0
 
 
-def test_collection_describe_equals_per_file_describe(bw_files):
-    """BatchProcessor.describe (flat collection arrays) == decode.cpu.describe_blocks (per file)."""
-    from bwloader_core.decode.cpu import describe_blocks
+def test_block_table_rows_and_partial_plan(bw_files):
+    """BlockTable.from_index: each row describes its block as its BigWigFile does; partial inflate
+    only for compressed blocks needed up to less than PARTIAL_MAX_FRACTION of their span."""
+    from bwloader_core.stages.fetch import PARTIAL_MAX_FRACTION, BlockTable
     files = list(bw_files.values())
     with BigWigCollection([f.path for f in files]) as coll:
-        p = BatchProcessor(coll, n_threads=1)
+        ix = coll.index
         rng = np.random.default_rng(4)
-        ids = np.unique(rng.integers(0, len(coll._leaf_file), 400))
-        ids = np.r_[0, ids, len(coll._leaf_file) - 1]
-        s, e = coll._leaf_start[ids], coll._leaf_end[ids]
+        ids = np.unique(rng.integers(0, ix.n_blocks, 400))
+        ids = np.r_[0, ids, ix.n_blocks - 1]
+        s, e = ix.leaf_start[ids], ix.leaf_end[ids]
         need = s + (rng.random(len(ids)) * 1.3 * (e - s)).astype(np.int64)
-        got = p.describe(ids, need)
-        fidx = coll._leaf_file[ids]
-        want = describe_blocks(coll.files, fidx, coll._leaf_local[ids], need - coll._track_base[fidx], True)
-        comp = want["compressed"]       # chrom, need_pos and want0 only count for compressed blocks
-        for key in want:
-            a, b = np.asarray(got[key]), np.asarray(want[key])
-            if key in ("chrom", "need_pos", "want0"):
-                a, b = a[comp], b[comp]
-            np.testing.assert_array_equal(a, b, err_msg=key)
-        assert got["partial"].any() and not got["partial"].all()
-        p.close()
+        t = BlockTable.from_index(ix, ids, need, partial=True)
+        for k in range(len(ids)):
+            bw = coll.files[int(t.file[k])]
+            j = int(t.local[k])
+            assert (t.offset[k], t.size[k]) == (bw.block_offset[j], bw.block_size[j])
+            assert t.compressed[k] == bw.compressed and t.big_endian[k] == (bw.byteorder == ">")
+            assert t.need_key[k] == need[k] - ix.track_base[t.file[k]]
+            frac = (need[k] - s[k]) / max(e[k] - s[k], 1)
+            assert t.partial[k] == (bw.compressed and need[k] < e[k] and frac < PARTIAL_MAX_FRACTION)
+            if t.partial[k]:
+                co = bw.chrom_offsets
+                assert co[t.chrom[k]] <= bw.block_start_key[j] < co[t.chrom[k] + 1]
+                assert t.need_pos[k] == t.need_key[k] - co[t.chrom[k]]
+        assert t.partial.any() and not t.partial.all()
+        assert np.array_equal(t.slot[1:], np.cumsum((t.capacity + 3) // 4)[:-1])
+        sub = t.take(np.array([2, 0]))
+        assert sub.slot.tolist() == [t.slot[2], t.slot[0]] and not sub.whole().partial.any()

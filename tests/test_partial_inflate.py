@@ -5,6 +5,7 @@ import pytest
 import data_files as df
 from bwloader_core import BigWigCollection
 from bwloader_core.batch_processor import BatchProcessor
+from bwloader_core.device import Device
 
 pytest.importorskip("zlib_ng")
 
@@ -13,8 +14,7 @@ pytest.importorskip("zlib_ng")
 def test_partial_equals_full(bw_files, name):
     f = bw_files[name]
     with BigWigCollection([f.path]) as coll:
-        full = BatchProcessor(coll, n_threads=1)
-        full._fetcher.partial = False
+        full = BatchProcessor(coll, n_threads=1, device=Device.cpu(partial_inflate=False))
         part = BatchProcessor(coll, n_threads=2)
         rng = np.random.default_rng(21)
         for length, window in ((1, 1), (300, 1), (2000, 10), (9000, 3)):

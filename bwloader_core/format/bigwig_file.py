@@ -1,6 +1,9 @@
 """One bigWig file: header and indexes loaded once at open into NumPy arrays."""
 from __future__ import annotations
 
+import os
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +14,8 @@ from .chrom_tree import read_chrom_tree
 from .header import (HEADER_SIZE, SUMMARY_SIZE, ZOOM_HEADER_SIZE, parse_header, parse_summary,
                      parse_zoom_headers)
 from .rtree import read_rtree_leaves
+from .spec import SECTION_TYPES
 
-SECTION_TYPES = {1: "bedGraph", 2: "variableStep", 3: "fixedStep"}
 
 
 class BigWigFile:
@@ -103,23 +106,69 @@ class BigWigFile:
 
     def section_type_counts(self, max_blocks: int | None = None) -> dict[str, int]:
         """Decode (up to `max_blocks` evenly spread) blocks and count sections by type."""
-        from ..decode.cpu import BlockFetcher
-        from ..decode.sections import parse_section_headers
+        from ..index import FlatIndex
+        from ..stages.fetch import BlockFetcher, BlockTable
+        from ..stages.parse import parse_section_headers
         n = self.n_blocks
         idx = np.arange(n) if max_blocks is None or n <= max_blocks else \
             np.unique(np.linspace(0, n - 1, max_blocks).astype(np.int64))
         counts = {v: 0 for v in SECTION_TYPES.values()}
+        index = FlatIndex.build([self])
         fetcher = BlockFetcher(1)
-        for chunk in np.array_split(idx, max(1, len(idx) // 4096)):
-            offs = self.block_offset[chunk]
-            words = fetcher.fetch([self], np.zeros(len(chunk), np.int64), chunk, offs)
-            swap = np.full(len(chunk), self.byteorder == ">")
-            secs = parse_section_headers(words, swap, lambda b, offs=offs: (self.path, int(offs[b])))
-            for t, c in zip(*np.unique(secs.type, return_counts=True)):
-                counts[SECTION_TYPES[int(t)]] += int(c)
+        try:
+            for chunk in np.array_split(idx, max(1, len(idx) // 4096)):
+                table = BlockTable.from_index(index, chunk)
+                words = fetcher.fetch([self], table)
+                secs = parse_section_headers(words, table.big_endian, lambda b, t=table: (self.path, int(t.offset[b])))
+                for t, c in zip(*np.unique(secs.type, return_counts=True)):
+                    counts[SECTION_TYPES[int(t)]] += int(c)
+        finally:
+            fetcher.close()
         return {k: v for k, v in counts.items() if v}
 
+    @property
+    def readable_in_place(self) -> bool:
+        """True for a local, uncompressed, little-endian file on a little-endian machine: its data
+        blocks can be searched where they lie, in a memory map (`memory_map`), without a copy."""
+        return (not self.compressed and self.byteorder == "<" and sys.byteorder == "little"
+                and self.local_fd is not None)
+
+    def memory_map(self) -> np.ndarray:
+        """The whole file as a read-only uint8 array, mapped on first use and unmapped at `close`.
+        Callers check `still_whole()` before reading it: a mapped file truncated while open would
+        fault the process (SIGBUS) instead of raising."""
+        m = self.__dict__.get("_map")
+        if m is None:
+            with self.__dict__.setdefault("_map_lock", threading.Lock()):
+                m = self.__dict__.get("_map")
+                if m is None:
+                    import mmap
+                    fd = self.local_fd
+                    if fd is None:
+                        raise ValueError(f"{self.path}: only local files can be memory-mapped")
+                    mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+                    m = self._map = np.frombuffer(mm, np.uint8)
+                    self._mm = mm
+        return m
+
+    def still_whole(self) -> bool:
+        """False when the file is now shorter than when it was opened (truncated while open)."""
+        fd = self.local_fd
+        if fd is None:
+            return True
+        try:
+            return os.fstat(fd).st_size >= self.file_size
+        except OSError:
+            return False
+
     def close(self):
+        mm = self.__dict__.pop("_mm", None)
+        self.__dict__.pop("_map", None)
+        if mm is not None:
+            try:
+                mm.close()
+            except BufferError:      # a batch still holds a view: the mapping goes with it
+                pass
         self._source.close()
 
     def __enter__(self):

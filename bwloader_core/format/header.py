@@ -6,12 +6,12 @@ from dataclasses import dataclass
 
 from ..errors import BigWigFormatError
 
-BIGWIG_MAGIC = 0x888FFC26
-BIGBED_MAGIC = 0x8789F2EB
-HEADER_SIZE = 64
-ZOOM_HEADER_SIZE = 24
-SUMMARY_SIZE = 40
-_HEADER_FMT = "IHHQQQHHQQIQ"
+from .spec import (BIGBED_MAGIC, BIGWIG_MAGIC, HEADER_FORMAT, HEADER_SIZE, MAX_UNCOMPRESS_BUF_SIZE,
+                   MAX_VERSION, MAX_ZOOM_LEVELS, SUMMARY_FORMAT, SUMMARY_SIZE, ZOOM_HEADER_FORMAT,
+                   ZOOM_HEADER_SIZE, swap32)
+
+__all__ = ["Header", "ZoomLevel", "TotalSummary", "parse_header", "parse_zoom_headers", "parse_summary",
+           "BIGWIG_MAGIC", "BIGBED_MAGIC", "HEADER_SIZE", "ZOOM_HEADER_SIZE", "SUMMARY_SIZE"]
 
 
 @dataclass(frozen=True)
@@ -56,27 +56,27 @@ def parse_header(path, data: bytes, file_size: int) -> Header:
     (magic_le,) = struct.unpack("<I", data[:4])
     if magic_le == BIGWIG_MAGIC:
         bo = "<"
-    elif magic_le == _swap32(BIGWIG_MAGIC):
+    elif magic_le == swap32(BIGWIG_MAGIC):
         bo = ">"
-    elif magic_le in (BIGBED_MAGIC, _swap32(BIGBED_MAGIC)):
+    elif magic_le in (BIGBED_MAGIC, swap32(BIGBED_MAGIC)):
         raise BigWigFormatError(path, "this is a bigBed file, not a bigWig")
     else:
         raise BigWigFormatError(path, f"not a bigWig file (magic number 0x{magic_le:08X}, "
                                       f"expected 0x{BIGWIG_MAGIC:08X})")
     if len(data) < HEADER_SIZE:
         raise BigWigFormatError(path, f"truncated header: {len(data)} of {HEADER_SIZE} bytes")
-    f = struct.unpack(bo + _HEADER_FMT, data[:HEADER_SIZE])
+    f = struct.unpack(bo + HEADER_FORMAT, data[:HEADER_SIZE])
     h = Header(bo, *f[1:])
-    if not 1 <= h.version <= 10:
+    if not 1 <= h.version <= MAX_VERSION:
         raise BigWigFormatError(path, f"unsupported bigWig version {h.version}")
     for name in ("chrom_tree_offset", "full_data_offset", "full_index_offset"):
         off = getattr(h, name)
         if not HEADER_SIZE <= off < file_size:
             raise BigWigFormatError(path, f"header field {name}={off} points outside the file "
                                           f"({file_size} bytes): truncated or corrupt")
-    if h.zoom_levels > 64:
+    if h.zoom_levels > MAX_ZOOM_LEVELS:
         raise BigWigFormatError(path, f"implausible number of zoom levels ({h.zoom_levels})")
-    if h.uncompress_buf_size > (1 << 30):
+    if h.uncompress_buf_size > MAX_UNCOMPRESS_BUF_SIZE:
         raise BigWigFormatError(path, f"implausible uncompressBufSize ({h.uncompress_buf_size})")
     return h
 
@@ -84,7 +84,7 @@ def parse_header(path, data: bytes, file_size: int) -> Header:
 def parse_zoom_headers(path, h: Header, data: bytes, file_size: int) -> list[ZoomLevel]:
     levels = []
     for i in range(h.zoom_levels):
-        red, _res, doff, ioff = struct.unpack_from(h.byteorder + "IIQQ", data, i * ZOOM_HEADER_SIZE)
+        red, _res, doff, ioff = struct.unpack_from(h.byteorder + ZOOM_HEADER_FORMAT, data, i * ZOOM_HEADER_SIZE)
         if doff >= file_size or ioff >= file_size:
             raise BigWigFormatError(path, f"zoom level {i} points outside the file")
         levels.append(ZoomLevel(red, doff, ioff))
@@ -92,8 +92,4 @@ def parse_zoom_headers(path, h: Header, data: bytes, file_size: int) -> list[Zoo
 
 
 def parse_summary(h: Header, data: bytes) -> TotalSummary:
-    return TotalSummary(*struct.unpack(h.byteorder + "Qdddd", data[:SUMMARY_SIZE]))
-
-
-def _swap32(x: int) -> int:
-    return int.from_bytes(x.to_bytes(4, "little"), "big")
+    return TotalSummary(*struct.unpack(h.byteorder + SUMMARY_FORMAT, data[:SUMMARY_SIZE]))

@@ -8,6 +8,7 @@ import struct
 import numpy as np
 
 from ..errors import BigWigFormatError
+from .spec import NODE_HEADER_FORMAT, NODE_HEADER_SIZE
 
 MAX_DEPTH = 32
 
@@ -27,11 +28,11 @@ def walk_tree(source, root: int, bo: str, block_size: int, item_count: int, leaf
             seen.add(node_off)
             if len(seen) > item_count + 2 * MAX_DEPTH + 1:
                 raise BigWigFormatError(path, f"{what} has more nodes than items (corrupt)")
-            is_leaf, _, count = struct.unpack(bo + "BBH", source.pread(node_off, 4, f"{what} node"))
+            is_leaf, _, count = struct.unpack(bo + NODE_HEADER_FORMAT, source.pread(node_off, NODE_HEADER_SIZE, f"{what} node"))
             if count > block_size:
                 raise BigWigFormatError(path, f"{what} node at {node_off} has {count} items > blockSize {block_size}")
             dt = leaf_dt if is_leaf else node_dt
-            items = np.frombuffer(source.pread(node_off + 4, count * dt.itemsize, f"{what} node"), dt)
+            items = np.frombuffer(source.pread(node_off + NODE_HEADER_SIZE, count * dt.itemsize, f"{what} node"), dt)
             if is_leaf:
                 leaves.append(items)
             else:

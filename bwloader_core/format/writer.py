@@ -37,24 +37,12 @@ import numpy as np
 
 __all__ = ["BigWigWriter", "write_bigwig", "BIGWIG_MAGIC", "CHROM_TREE_MAGIC", "RTREE_MAGIC"]
 
-BIGWIG_MAGIC = 0x888FFC26
-CHROM_TREE_MAGIC = 0x78CA8C91
-RTREE_MAGIC = 0x2468ACE0
-
-HEADER_SIZE = 64
-ZOOM_HEADER_SIZE = 24
-SUMMARY_SIZE = 40
-CHROM_TREE_HEADER_SIZE = 32
-RTREE_HEADER_SIZE = 48
-SECTION_HEADER_SIZE = 24
-NODE_HEADER_SIZE = 4
-RTREE_LEAF_ITEM_SIZE = 32
-RTREE_INTERNAL_ITEM_SIZE = 24
-ZOOM_RECORD_SIZE = 32
-
-SECTION_BEDGRAPH = 1
-SECTION_VARSTEP = 2
-SECTION_FIXEDSTEP = 3
+from .spec import (BEDGRAPH as SECTION_BEDGRAPH, BIGWIG_MAGIC, CHROM_TREE_HEADER_SIZE, CHROM_TREE_MAGIC,
+                   FIXEDSTEP as SECTION_FIXEDSTEP, HEADER_SIZE, NODE_HEADER_SIZE, RTREE_HEADER_SIZE,
+                   RTREE_INTERNAL_ITEM_SIZE, RTREE_LEAF_ITEM_SIZE, RTREE_MAGIC, SECTION_HEADER_SIZE, SUMMARY_SIZE,
+                   VARSTEP as SECTION_VARSTEP, ZOOM_HEADER_SIZE, ZOOM_RECORD_SIZE, SECTION_HEADER_FORMAT,
+                   CHROM_TREE_HEADER_FORMAT, NODE_HEADER_FORMAT, ZOOM_HEADER_FORMAT, SUMMARY_FORMAT, HEADER_FORMAT,
+                   RTREE_HEADER_FORMAT)
 
 _MAX_U32 = 0xFFFFFFFF
 _ZOOM_INCREMENT = 4
@@ -187,7 +175,7 @@ class BigWigWriter:
 
         bo = byteorder
         self._u32 = np.dtype(bo + "u4")
-        self._section_header = struct.Struct(bo + "IIIIIBBH")
+        self._section_header = struct.Struct(bo + SECTION_HEADER_FORMAT)
         self._bedgraph_dtype = np.dtype([("start", bo + "u4"), ("end", bo + "u4"), ("value", bo + "f4")])
         self._varstep_dtype = np.dtype([("start", bo + "u4"), ("value", bo + "f4")])
         self._fixedstep_dtype = np.dtype(bo + "f4")
@@ -246,8 +234,8 @@ class BigWigWriter:
             off += levels[lvl] * node_size
         keys = [encoded[i].ljust(key_size, b"\x00") for i in order]
 
-        out = [struct.pack(bo + "IIIIQQ", CHROM_TREE_MAGIC, bs, key_size, 8, n, 0)]
-        node_hdr = struct.Struct(bo + "BBH")
+        out = [struct.pack(bo + CHROM_TREE_HEADER_FORMAT, CHROM_TREE_MAGIC, bs, key_size, 8, n, 0)]
+        node_hdr = struct.Struct(bo + NODE_HEADER_FORMAT)
         leaf_val = struct.Struct(bo + "II")
         child_val = struct.Struct(bo + "Q")
         for lvl in reversed(range(len(levels))):
@@ -284,7 +272,7 @@ class BigWigWriter:
             hdr_bounds = (lo >> 32, lo & _MAX_U32, hi >> 32, hi & _MAX_U32)
         else:
             hdr_bounds = (0, 0, 0, 0)
-        out = [struct.pack(bo + "IIQIIIIQII", RTREE_MAGIC, bs, n, *hdr_bounds,
+        out = [struct.pack(bo + RTREE_HEADER_FORMAT, RTREE_MAGIC, bs, n, *hdr_bounds,
                            end_file_offset, self.items_per_slot, 0)]
 
         levels = _tree_levels(n, bs)
@@ -300,7 +288,7 @@ class BigWigWriter:
                                ("off", bo + "u8"), ("size", bo + "u8")])
         int_dtype = np.dtype([("sc", bo + "u4"), ("sb", bo + "u4"), ("ec", bo + "u4"), ("eb", bo + "u4"),
                               ("off", bo + "u8")])
-        node_hdr = struct.Struct(bo + "BBH")
+        node_hdr = struct.Struct(bo + NODE_HEADER_FORMAT)
 
         # Bounds of the nodes of each level, computed bottom-up.
         bounds = {}  # level -> (start_key per node, end_key per node)
@@ -616,7 +604,7 @@ class BigWigWriter:
                 if reduction > _MAX_U32:
                     break
                 data_off, idx_off = self._write_zoom_level(reduction)
-                zoom_headers.append(struct.pack(bo + "IIQQ", reduction, 0, data_off, idx_off))
+                zoom_headers.append(struct.pack(bo + ZOOM_HEADER_FORMAT, reduction, 0, data_off, idx_off))
                 if reduction >= max_size:
                     break  # coarser levels would hold the same records
                 reduction *= _ZOOM_INCREMENT
@@ -624,9 +612,9 @@ class BigWigWriter:
 
         if self.version >= 2:
             if self._n_records:
-                summary = struct.pack(bo + "Qdddd", self._bases, self._min, self._max, self._sum, self._sumsq)
+                summary = struct.pack(bo + SUMMARY_FORMAT, self._bases, self._min, self._max, self._sum, self._sumsq)
             else:
-                summary = struct.pack(bo + "Qdddd", 0, 0.0, 0.0, 0.0, 0.0)
+                summary = struct.pack(bo + SUMMARY_FORMAT, 0, 0.0, 0.0, 0.0, 0.0)
             self._fh.seek(self._summary_offset)
             self._fh.write(summary)
             summary_offset = self._summary_offset
@@ -638,7 +626,7 @@ class BigWigWriter:
         self._fh.seek(self._data_offset)
         self._fh.write(struct.pack(bo + "Q", n_blocks))
         header = struct.pack(
-            bo + "IHHQQQHHQQIQ",
+            bo + HEADER_FORMAT,
             BIGWIG_MAGIC, self.version, len(zoom_headers), self._chrom_tree_offset, self._data_offset,
             index_offset, 0, 0, 0, summary_offset, self._max_block if self.compress else 0, 0)
         self._fh.seek(0)

@@ -7,7 +7,7 @@ already in the process (inside the ``zlib_ng`` and ``deflate`` wheels, which exp
 API); their functions are handed to numba by address, so nothing is compiled at install time.
 
 A block this path cannot finish (short read, corrupt stream, output larger than its slot, ...)
-is marked for the Python path in ``decode.cpu``, which raises the precise error or places it.
+is marked for the Python path in ``stages.fetch``, which raises the precise error or places it.
 """
 from __future__ import annotations
 
@@ -17,10 +17,11 @@ import threading
 import numpy as np
 from numba import njit, types
 
+from ..format.spec import ITEM_BYTES as _ITEM_BYTES
+
 OK, REDO = 0, 1
 _Z_STREAM_END, _Z_BUF_ERROR = 1, -5
 ZNG_STREAM_BYTES = 128        # sizeof(zng_stream) is 104 on LP64; a little spare
-_ITEM_BYTES = (0, 12, 8, 4)    # by section type
 
 _SYMBOLS = {
     # our name: (module holding the C library, its symbol, numba signature); pointers pass as uint64
@@ -283,3 +284,25 @@ def _inflate_partial(out, base, src, n, dst, cap, want0, big, exp_chrom, need_po
         nxt = cap if whole else min(max(v, produced + 64), cap)
         s32[8] = nxt - produced
         want = nxt
+
+
+def read_range(*args):
+    """`_read_range` once the C symbols are registered."""
+    if not _state.get("ok") and not available():
+        raise RuntimeError("the compiled read path needs pread (and the zlib-ng / deflate wheels)")
+    return _read_range(*args)
+
+
+@njit(nogil=True, cache=True)
+def _read_range(lo, hi, fd, offset, size, skip, dst, dst_byte, status):
+    """pread bytes [offset + skip, offset + size) of blocks lo..hi-1 to byte `dst_byte[k]` of `dst`
+    (uint8); status OK or REDO (short read). Returns the bytes read. Used to stage blocks for the
+    GPU: `skip` drops a zlib header so the raw Deflate payload lands where the caller aligned it."""
+    base = np.int64(dst.ctypes.data)
+    read = 0
+    for k in range(lo, hi):
+        n = size[k] - skip[k]
+        got = _pread(np.int32(fd[k]), np.uint64(base + dst_byte[k]), np.uint64(n), np.int64(offset[k] + skip[k]))
+        status[k] = OK if got == n else REDO
+        read += max(got, 0)
+    return read

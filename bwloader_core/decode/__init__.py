@@ -1,1 +1,0 @@
-"""Compressed data blocks -> flat (start, end, value) record arrays."""
