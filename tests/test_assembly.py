@@ -165,3 +165,14 @@ def test_unknown_bases_are_reported_per_batch_and_stream(tmp_path):
                         batches_per_epoch=2, max_unknown_fraction=None, regions=[["chr1", 0, 20_000]])
     with cfg2.build() as ds, pytest.warns(RuntimeWarning, match="N\\) only"):
         assert all(b.stats["all_unknown_samples"] == 4 for b in ds)
+
+
+def test_sampled_chromosomes_of_lists_mixtures_and_excludes():
+    from bwloader_core.assembly import sampled_chromosomes
+    sizes = {"chr1": 1000, "chr2": 1000, "chr3": 1000}
+    assert sampled_chromosomes(None, None, sizes) == ["chr1", "chr2", "chr3"]
+    assert sampled_chromosomes(None, [["chr2", 0, 1000]], sizes) == ["chr1", "chr3"]
+    mix = {"peaks": {"regions": [["chr2", 10, 50]], "weight": 1},
+           "background": {"regions": "all", "exclude": [["chr3", 0, 1000]], "weight": 3},
+           "off": {"regions": [["chrZ", 0, 5], ["chr3", 0, 10]], "weight": 0}}
+    assert sampled_chromosomes(mix, None, sizes) == ["chr2", "chr1"]
