@@ -381,9 +381,15 @@ def main(argv=None) -> int:
     ap.add_argument("results", help="the JSON written by benchmarks/scoreboard.py")
     ap.add_argument("--out", help="write the Markdown report here (default: print it)")
     ap.add_argument("--plot", help="write the samples/s plot (PNG) here")
+    ap.add_argument("--section", action="append", default=[], metavar="MD",
+                    help="another benchmark's Markdown report (fixed regions, S4) appended as a section")
     args = ap.parse_args(argv)
     results = load(args.results)
     report = render(results)
+    for extra in args.section:
+        text = Path(extra).read_text() if Path(extra).exists() else ""
+        if text:                      # its title becomes a section of the scoreboard
+            report = report.rstrip() + "\n\n" + text.replace("# ", "## ", 1)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(report)

@@ -125,14 +125,30 @@ def fasta_sizes(path) -> dict:
         return dict(genome.chrom_sizes)
 
 
+TRANSCODE_SAMPLES = 8        # blocks inflated per compressed file to estimate its transcoded size
+
+
 def file_summary(path) -> dict:
-    """What the dashboard shows of one bigWig (read with bwloader's BigWigFile)."""
+    """What the dashboard shows of one bigWig (read with bwloader's BigWigFile): its shape, whether
+    its blocks are compressed and, if so, what `bwloader transcode` would write and gain."""
+    from bwloader_core.transcode import estimate_transcode, speed_note
     with BigWigFile(path) as f:
         sizes = f.chrom_sizes
-        return dict(track=Path(path).stem, file=Path(path).name, size_bytes=int(f.file_size),
-                    chromosomes=len(sizes), bases=int(sum(sizes.values())),
-                    zoom_levels=len(f.zoom_levels), blocks=int(f.n_blocks), version=int(f.version),
-                    chrom_sizes=dict(sizes))
+        out = dict(track=Path(path).stem, file=Path(path).name, size_bytes=int(f.file_size),
+                   chromosomes=len(sizes), bases=int(sum(sizes.values())),
+                   zoom_levels=len(f.zoom_levels), blocks=int(f.n_blocks), version=int(f.version),
+                   chrom_sizes=dict(sizes), compressed=bool(f.compressed), in_place=bool(f.readable_in_place),
+                   transcoded_bytes=None, transcode_note="")
+        if f.compressed:
+            try:
+                est = estimate_transcode(f, max_samples=TRANSCODE_SAMPLES)
+            except (OSError, ValueError):          # a corrupt block: the file is listed, the estimate is not
+                return out
+            gain = speed_note()
+            out["transcoded_bytes"] = int(est.output_bytes)
+            out["transcode_note"] = (f"transcoded: ~{est.ratio:.1f}x the disk" +
+                                     (f", reads {gain.split(' samples/s')[0].lstrip('x')}x faster" if gain else ""))
+        return out
 
 
 class DataRootBrowser(param.Parameterized):

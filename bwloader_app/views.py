@@ -136,10 +136,14 @@ class CollectionView(Viewer):
         self.state.browser.refresh()
 
     def _summary_frame(self):
+        cols = ["track", "chroms", "bases", "zooms", "blocks", "size", "blocks stored", "transcoding"]
         rows = [dict(track=s["track"], chroms=s["chromosomes"], bases=f"{s['bases']:,}",
-                     zooms=s["zoom_levels"], blocks=s["blocks"], size=human_bytes(s["size_bytes"]))
+                     zooms=s["zoom_levels"], blocks=s["blocks"], size=human_bytes(s["size_bytes"]),
+                     **{"blocks stored": "compressed" if s.get("compressed") else
+                        ("raw, read in place" if s.get("in_place") else "raw"),
+                        "transcoding": s.get("transcode_note", "")})
                 for s in self.state.browser.summaries]
-        return pd.DataFrame(rows, columns=["track", "chroms", "bases", "zooms", "blocks", "size"])
+        return pd.DataFrame(rows, columns=cols)
 
     def __panel__(self):
         b = self.state.browser

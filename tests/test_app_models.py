@@ -84,6 +84,21 @@ def test_browser_finds_folder_tracks_fasta_and_summaries(state, data_root):
     assert cfg.reference_genome == str((data_root / "demo" / "genome.fa").resolve())
 
 
+def test_file_summary_says_compressed_and_what_transcoding_gains(data_root, tmp_path):
+    """The file table's "blocks stored" and "transcoding" columns: a compressed demo track gets the
+    estimated size and the measured speed ratio; its transcoded copy is raw and read in place."""
+    from bwloader_app.data_root import file_summary
+    from bwloader_core.transcode import transcode
+    src = data_root / "demo" / "CTCF_rep1.bw"
+    s = file_summary(src)
+    assert s["compressed"] and not s["in_place"]
+    assert s["transcoded_bytes"] > s["size_bytes"] and "x the disk" in s["transcode_note"]
+    assert "faster" in s["transcode_note"]
+    (out,) = transcode([str(src)], tmp_path, progress=False)
+    t = file_summary(out.output)
+    assert not t["compressed"] and t["in_place"] and t["transcode_note"] == ""
+
+
 def test_confine_refuses_dotdot_absolute_and_symlinks(data_root):
     root = data_root.resolve()
     assert confine(root, "demo") == root / "demo"
