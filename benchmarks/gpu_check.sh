@@ -28,7 +28,7 @@ print("cuda:", cuda_unavailable_reason() or "usable", "| nvcomp:", nvcomp_unavai
 print("device:", Device.cuda().name)
 PY
 } 2>&1 | tee "$OUT/env.txt"
-timeout 200 python3 -m pytest -q -m gpu tests/test_gpu.py -x -p no:cacheprovider 2>&1 | tee "$OUT/gpu_tests.log"
+timeout 200 python3 -m pytest -q -m gpu tests/test_gpu.py tests/test_targets_device.py -p no:cacheprovider 2>&1 | tee "$OUT/gpu_tests.log"
 tests_rc=${PIPESTATUS[0]}
 timeout 330 python3 benchmarks/bench_gpu.py --genome-mb "${GENOME_MB:-60}" --rounds "${ROUNDS:-3}" \
     --out "$OUT/gpu_bench.json" --md "$OUT/gpu_bench.md" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/gpu_bench.log"

@@ -1,17 +1,18 @@
 #!/usr/bin/env python
-"""The bwloader scoreboard: one run that measures every number the README shows.
+"""The bwloader scoreboard, step 1 of 2: measure every number the README shows and write them, with
+what was measured on what, to one JSON file. Step 2, `benchmarks/scoreboard_render.py`, turns that
+JSON into docs/scoreboard.md and docs/scoreboard.png (`make bench` runs both).
 
-    python benchmarks/scoreboard.py --out docs/scoreboard.md --plot docs/scoreboard.png   # make bench
-    python benchmarks/scoreboard.py --quick            # short measurements, for a smoke test
+    python benchmarks/scoreboard.py --json benchmarks/out/scoreboard.json         # make bench, step 1
+    python benchmarks/scoreboard.py --quick                                        # short measurements
+    python benchmarks/scoreboard.py --quick --shapes S1 --no-extras --genome-mb 2 \
+        --data-root /tmp/sb --work /tmp/sb/work --json /tmp/sb/results.json        # a dry run
 
-Collection: benchmarks/datasets.py's generated one (about 200 Mb over three chromosomes, ~25-bp
-bedGraph runs, ~10% gaps, 16 tracks, written by pyBigWig with zoom levels), generated once and cached
-under benchmarks/out/data/.
+Collection: benchmarks/datasets.py's generated one (by default about 200 Mb over three chromosomes,
+bedGraph runs with gaps, 16 tracks, written by pyBigWig with zoom levels), generated once and cached
+under benchmarks/out/data/ (or --data-root). What it is exactly goes into the JSON.
 
-Shapes (float32, default value 0):
-  S1  3 tracks x 1000 bp, batch 256, window 1
-  S2 16 tracks x 1000 bp, batch 128, window 1
-  S3 16 tracks x 131,072 bp, batch 8, window 128 (mean) -> (8, 1024, 16)
+Shapes (float32, default value 0): see SHAPES (S1, S2: window 1; S3: a wide window mean).
 
 Queries: per shape a few *pools* of random queries are drawn with datasets.BlockDisjointSampler: no
 two queries of a pool touch the same data block of any file. A measurement runs pool after pool
@@ -20,16 +21,16 @@ decoded block: no cache decides the race. Every reader of a shape sees the same 
 
 Each reader runs in its own subprocess (peak RSS = that process's VmHWM, imports included):
   bwloader    BigWigCollection(paths, cache_bytes=0).get_batch (inflate threads: all CPUs)
-  stream      LoaderConfig(..., num_workers=2, cache_bytes=0).build() (no FASTA), iterated; its
-              query generator is swapped for one over the same pools (ArrayPositions), timed from
-              iter() to the last batch of each pool
+  stream      LoaderConfig(..., num_workers=STREAM_WORKERS, cache_bytes=0).build() (no FASTA),
+              iterated; its query generator is swapped for one over the same pools (ArrayPositions),
+              timed from iter() to the last batch of each pool
   pyBigWig    a loop of values(chrom, start, end, numpy=True) per (query, track), NaN -> 0
-              (S3: then the mean over each 128-bp window, what bwloader computes with default 0)
+              (S3: then the mean over each window, what bwloader computes with default 0)
   pybigtools  a loop of values(chrom, start, end) per (query, track), likewise
   inflate     benchmarks/inflate_limit.py on exactly the batches the bwloader run did
   zoom        (S3) get_batch(..., zoom=True) and zoom=<finest level>, error against the exact mean
 
-Also: opening 1000 bigWig files, the RSS of streaming S2 for a while, and a multi-epoch run over a
+Also: opening many bigWig files, the RSS of streaming S2 for a while, and a multi-epoch run over a
 fixed set of regions with and without the decoded-block cache.
 """
 from __future__ import annotations
@@ -49,8 +50,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from bench_common import cpu_model, load_module  # noqa: E402
 ROOT = HERE.parent
-WORK = HERE / "out" / "scoreboard"
+WORK = HERE / "out" / "scoreboard"        # pools and worker arguments (--work)
 PY = sys.executable
+RESULTS_FORMAT = 1                        # bump when the JSON layout changes (the renderer checks it)
 
 SHAPES = {
     "S1": dict(tracks=3, length=1000, window=1, batch=256),
@@ -62,6 +64,11 @@ TARGETS = dict(S1=3.5, S2=3.5, S3=3.0)     # bwloader / faster peer (S3: / pyBig
 INFLATE_TARGET = 1.25
 OPEN_TARGET_S = 2.0
 RSS_TARGET_MB = 1024
+STREAM_WORKERS = 2          # worker threads of the `stream` reader
+INFLATE_CHUNK = 8           # batches per alternation between get_batch and the inflate-only runs
+N_SMALL_FILES = 1000        # files opened at once (small distinct files; symlinks to the collection)
+SMALL_CHROM_SIZES = {"chr1": 150_000, "chr2": 100_000, "chr3": 50_000}
+EPOCHS = dict(n_regions=2048, epochs=5, cache_bytes=[0, 512 << 20])
 
 
 # ==================================================================================================
@@ -219,7 +226,7 @@ def worker_stream(a):
     B, L, w = shape["batch"], shape["length"], shape["window"]
     rss0 = proc_status()["VmRSS"]
     cfg = LoaderConfig(bigwig_paths=paths, sequence_length=L, window_size=w, reduce="mean", batch_size=B,
-                       num_workers=2, cache_bytes=0, seed=a.get("seed", 0))
+                       num_workers=STREAM_WORKERS, cache_bytes=0, seed=a.get("seed", 0))
     ds = cfg.build()
     coll = ds.collection
 
@@ -270,7 +277,8 @@ def worker_inflate(a):
     it = batches_of(pools, shape["batch"])
     batches = [next(it)[1:] for _ in range(a["n_batches"])]
     warm = next(batches_of(pools[-1:], shape["batch"]))[1:]
-    r = il.inflate_limit(paths, batches, shape["window"], n_threads=os.cpu_count(), warmup=warm)
+    r = il.inflate_limit(paths, batches, shape["window"], n_threads=os.cpu_count(), warmup=warm,
+                         chunk=INFLATE_CHUNK)
     r["peak_rss_mb"] = proc_status()["VmHWM"]
     return r
 
@@ -388,7 +396,7 @@ def worker_stream_rss(a):
     from bwloader_core.config import LoaderConfig
     shape = SHAPES["S2"]
     cfg = LoaderConfig(bigwig_paths=a["paths"][:shape["tracks"]], sequence_length=shape["length"],
-                       batch_size=shape["batch"], num_workers=2, cache_bytes=0, batches_per_epoch=100_000,
+                       batch_size=shape["batch"], num_workers=STREAM_WORKERS, cache_bytes=0, batches_per_epoch=100_000,
                        seed=a.get("seed", 0))
     rss = []
     t0 = time.perf_counter()
@@ -415,7 +423,7 @@ def worker_epochs(a):
     chroms, starts, _ = read_pools(a["pools"])[0]
     n = min(a["n_regions"], len(starts)) // B * B
     cfg = LoaderConfig(bigwig_paths=a["paths"][:shape["tracks"]], sequence_length=L, batch_size=B,
-                       num_workers=2, cache_bytes=a["cache_bytes"], seed=0)
+                       num_workers=STREAM_WORKERS, cache_bytes=a["cache_bytes"], seed=0)
     rates = []
     with cfg.build() as ds:
         coll = ds.collection
@@ -489,8 +497,8 @@ def draw_pools(paths, shape, n_pools, rng, log):
     return str(path), sizes
 
 
-def small_files(n=1000, log=print, root=None):
-    """n small distinct bigWig files (3 chromosomes, 300 kb, ~25-bp runs), written by pyBigWig, cached."""
+def small_files(n=N_SMALL_FILES, log=print, root=None):
+    """n small distinct bigWig files (SMALL_CHROM_SIZES, bedGraph runs), written by pyBigWig, cached."""
     d = Path(root or HERE / "out" / "data") / f"small{n}_v1"
     paths = [str(d / f"s{i:04d}.bw") for i in range(n)]
     if all(os.path.exists(p) for p in paths):
@@ -507,7 +515,7 @@ def small_files(n=1000, log=print, root=None):
 def _write_small(path, i):
     import pyBigWig
     ds = datasets()
-    sizes = {"chr1": 150_000, "chr2": 100_000, "chr3": 50_000}
+    sizes = SMALL_CHROM_SIZES
     tmp = path + f".tmp{os.getpid()}"
     bw = pyBigWig.open(tmp, "w")
     bw.addHeader(list(sizes.items()), maxZooms=10)
@@ -518,7 +526,7 @@ def _write_small(path, i):
     os.replace(tmp, path)
 
 
-def symlinks(paths, n=1000, root=None):
+def symlinks(paths, n=N_SMALL_FILES, root=None):
     d = Path(root or HERE / "out" / "data") / f"links{n}"
     d.mkdir(parents=True, exist_ok=True)
     out = []
@@ -530,16 +538,49 @@ def symlinks(paths, n=1000, root=None):
     return out
 
 
-def machine():
-    model = cpu_model()
+def machine() -> dict:
+    """nproc, CPU model and RAM of this machine."""
     nproc = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    mem = ""
+    ram = None
     try:
         with open("/proc/meminfo") as fh:
-            mem = f", {int(fh.readline().split()[1]) / 2**20:.0f} GiB RAM"
+            ram = int(fh.readline().split()[1]) / 2**20
     except OSError:
         pass
-    return f"nproc {nproc}, {model}{mem}"
+    return dict(nproc=nproc, cpu=cpu_model(), ram_gib=ram)
+
+
+def collection_info(paths, genome_mb, run_bp, gap_fraction) -> dict:
+    """What the generated collection is, read back from its files (for the report's prose)."""
+    from bwloader_core import BigWigFile
+    blocks, zooms, sizes = [], [], {}
+    for p in paths:
+        with BigWigFile(p) as f:
+            blocks.append(int(f.n_blocks))
+            zooms.append(len(f.zoom_levels))
+            sizes = dict(f.chrom_sizes)
+    return dict(n_tracks=len(paths), chrom_sizes=sizes, genome_mb=genome_mb, run_bp=run_bp,
+                gap_fraction=gap_fraction, writer="pyBigWig", blocks_per_file=blocks, zoom_levels=zooms,
+                folder=_shown_path(Path(paths[0]).parent))
+
+
+def _shown_path(p: Path) -> str:
+    """`p` relative to the checkout when inside it (the report names no home folders)."""
+    p = p.resolve()
+    return p.relative_to(ROOT).as_posix() if p.is_relative_to(ROOT) else str(p)
+
+
+def partial_max_fraction():
+    """bwloader's partial-inflate cut-off (blocks needed past it are inflated whole), or None."""
+    import importlib
+    for mod in ("bwloader_core.decode.cpu", "bwloader_core.stages.fetch"):
+        try:
+            value = getattr(importlib.import_module(mod), "PARTIAL_MAX_FRACTION", None)
+        except ImportError:
+            continue
+        if value is not None:
+            return float(value)
+    return None
 
 
 def versions():
@@ -560,14 +601,16 @@ def fmt_rate(x):
     return f"{x:,.0f}" if x >= 100 else f"{x:,.1f}"
 
 
-def yes(ok):
-    return "yes" if ok else "**no**"
-
-
 def main(argv=None):
+    global WORK
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", help="write the Markdown report here (it is printed too)")
-    ap.add_argument("--plot", help="write the samples/s plot (PNG) here")
+    ap.add_argument("--json", default=str(WORK.parent / "scoreboard.json"),
+                    help="write the results here (default benchmarks/out/scoreboard.json); render them with "
+                         "benchmarks/scoreboard_render.py")
+    ap.add_argument("--work", help="folder for the query pools and worker arguments (default benchmarks/out/scoreboard)")
+    ap.add_argument("--genome-mb", type=float, default=200, help="size of the generated collection (default 200)")
+    ap.add_argument("--tracks", type=int, default=None,
+                    help="tracks of the generated collection (default: the most any chosen shape needs)")
     ap.add_argument("--duration", type=float, default=None,
                     help="seconds of timed calls per reader and shape, split over the rounds (default 6)")
     ap.add_argument("--rounds", type=int, default=3,
@@ -586,6 +629,8 @@ def main(argv=None):
         worker_main(*args.worker)
         return 0
 
+    if args.work:
+        WORK = Path(args.work)
     t_start = time.perf_counter()
     duration = args.duration or (1.0 if args.quick else 6.0)
     rounds = max(1, args.rounds if not args.quick else 1)
@@ -601,11 +646,18 @@ def main(argv=None):
             log(f"load average {load1():.2f} >= {args.wait_load}: waiting")
             time.sleep(15)
     load_start = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    log(f"machine: {machine()}; load average {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}")
+    m = machine()
+    log(f"machine: nproc {m['nproc']}, {m['cpu']}; load average {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}")
 
     ds = datasets()
     t0 = time.perf_counter()
-    paths = ds.benchmark_collection(n_tracks=16, root=args.data_root)
+    unknown = [s for s in shapes if s not in SHAPES]
+    if unknown:
+        ap.error(f"unknown shape(s) {unknown}; choose from {list(SHAPES)}")
+    n_tracks = args.tracks or max(SHAPES[s]["tracks"] for s in shapes + ([] if args.no_extras else ["S1", "S2"]))
+    run_bp, gap_fraction = 25, 0.10
+    paths = ds.benchmark_collection(n_tracks=n_tracks, genome_mb=args.genome_mb, run_bp=run_bp,
+                                    gap_fraction=gap_fraction, root=args.data_root)
     t_data = time.perf_counter() - t0
     log(f"collection ready ({t_data:.0f} s): {Path(paths[0]).parent}")
     rng = np.random.default_rng(args.seed)
@@ -646,8 +698,8 @@ def main(argv=None):
     extras = {}
     if not args.no_extras:
         t0 = time.perf_counter()
-        small = small_files(1000, log, args.data_root)
-        links = symlinks(paths, 1000, args.data_root)
+        small = small_files(N_SMALL_FILES, log, args.data_root)
+        links = symlinks(paths, N_SMALL_FILES, args.data_root)
         t_data += time.perf_counter() - t0
         extras["open_small"] = spawn("open", log, tag="small", paths=small)
         extras["open_links"] = spawn("open", log, tag="links", paths=links)
@@ -660,89 +712,33 @@ def main(argv=None):
             r = extras["stream_rss"]
             log(f"  stream S2 RSS: {r['rss'][0][2] if r['rss'] else 0:.0f} -> {r['rss'][-1][2] if r['rss'] else 0:.0f} MiB, "
                 f"peak {r['peak_rss_mb']:.0f} MiB over {r['batches']} batches")
-        for cb in (0, 512 << 20):
+        for cb in EPOCHS["cache_bytes"]:
             extras[f"epochs_{cb}"] = r = spawn("epochs", log, tag=f"cache{cb}", paths=paths, pools=pools["S1"][0],
-                                               n_regions=2048, epochs=5, cache_bytes=cb)
+                                               n_regions=EPOCHS["n_regions"], epochs=EPOCHS["epochs"], cache_bytes=cb)
             if r:
                 log(f"  epochs cache_bytes={cb}: " + ", ".join(fmt_rate(x) for x in r["rates"]))
     load_end = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    total_s = time.perf_counter() - t_start
-    report = render(R, extras, shapes, duration, rounds, load_start, load_end, total_s, t_data, pools, paths)
-    print()
-    print(report)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(report)
-        log(f"wrote {args.out}")
-    if args.plot:
-        plot(R, shapes, args.plot, _loads(R, shapes) or [load_start[0]])
-        log(f"wrote {args.plot}")
+    meta = dict(
+        format=RESULTS_FORMAT, machine=m, versions=versions(), load_start=list(load_start), load_end=list(load_end),
+        duration_s=duration, rounds=rounds, total_s=time.perf_counter() - t_start, data_s=t_data,
+        shapes={s: SHAPES[s] for s in shapes}, readers=list(READERS), stream_workers=STREAM_WORKERS,
+        targets=dict(speedup={s: TARGETS[s] for s in shapes}, inflate=INFLATE_TARGET, open_s=OPEN_TARGET_S,
+                     rss_mb=RSS_TARGET_MB),
+        collection=collection_info(paths, args.genome_mb, run_bp, gap_fraction),
+        pools={s: pools[s][1] for s in shapes},
+        inflate=dict(chunk=INFLATE_CHUNK, partial_max_fraction=partial_max_fraction()),
+        small_files=dict(n=N_SMALL_FILES, chrom_sizes=SMALL_CHROM_SIZES, writer="pyBigWig"),
+        links=dict(n=N_SMALL_FILES, targets=len(paths)),
+        epochs=dict(EPOCHS, shape="S1", **{k: SHAPES["S1"][k] for k in ("tracks", "length", "batch")}),
+    )
+    results = dict(meta=meta, shapes=R, extras=extras)
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1, default=float))
+    log(f"wrote {out}; render it with: python benchmarks/scoreboard_render.py {out} --out docs/scoreboard.md "
+        "--plot docs/scoreboard.png")
     log(f"done in {time.perf_counter() - t_start:.0f} s")
     return 0
-
-
-# ==================================================================================================
-# report
-# ==================================================================================================
-def _shape_label(s):
-    sh = SHAPES[s]
-    w = f", window {sh['window']} mean" if sh["window"] > 1 else ""
-    return f"{s}: {sh['tracks']} tracks x {sh['length']:,} bp{w}, batch {sh['batch']}"
-
-
-def _rate(R, s, k):
-    r = R.get(s, {}).get(k)
-    return r["samples_per_s"] if r else float("nan")
-
-
-def _peer(R, s):
-    peers = [_rate(R, s, k) for k in ("pyBigWig", "pybigtools")]
-    peers = [p for p in peers if p == p]
-    return max(peers) if peers else float("nan")
-
-
-def _loads(R, shapes):
-    return [x for s in shapes for r in R.get(s, {}).values() if isinstance(r, dict) for x in r.get("load", [])]
-
-
-def summary(R, extras, shapes):
-    """The issue's targets, measured."""
-    rows = []
-    for s in shapes:
-        bw = _rate(R, s, "bwloader")
-        peer = _rate(R, s, "pyBigWig") if s == "S3" else _peer(R, s)
-        if bw == bw and peer == peer and peer:
-            what = "pyBigWig exact" if s == "S3" else "the faster of pyBigWig/pybigtools"
-            rows.append((f"{s}: bwloader >= {TARGETS[s]:g}x {what}", f"{bw / peer:.2f}x", bw / peer >= TARGETS[s]))
-    for s in ("S1", "S2"):
-        il = R.get(s, {}).get("inflate")
-        if il and s in shapes:
-            ratio = sum(il["loader_s"]) / il["partial_s"]
-            ratio_a = sum(il["loader_s"]) / il["full_s"]
-            rows.append((f"{s}: loader time <= {INFLATE_TARGET}x the inflate limit",
-                         f"{ratio:.2f}x partial-inflate limit ({ratio_a:.2f}x full libdeflate)", ratio <= INFLATE_TARGET))
-    for k, what in (("open_small", "small distinct files"), ("open_links", "symlinks to the 16 big files")):
-        r = extras.get(k)
-        if r:
-            t = min(r["seconds"])
-            rows.append((f"open 1000 files < {OPEN_TARGET_S:g} s ({what})", f"{t:.2f} s", t < OPEN_TARGET_S))
-    r = extras.get("stream_rss")
-    if r and r["rss"]:
-        rss = r["rss"]
-        first, last = rss[min(len(rss) - 1, len(rss) // 4)], rss[-1]
-        rows.append((f"peak RSS streaming S2 < {RSS_TARGET_MB / 1024:g} GB", f"{r['peak_rss_mb']:.0f} MiB",
-                     r["peak_rss_mb"] < RSS_TARGET_MB))
-        rows.append(("RSS flat while streaming", f"{first[2]:.0f} -> {last[2]:.0f} MiB over batches {first[1]}-{last[1]}",
-                     _flat(first, last)))
-    if not rows:
-        return []
-    out = ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
-    out += [f"| {a} | {b} | {yes(c)} |" for a, b, c in rows]
-    return out + [""]
-
-
-def _flat(first, last):
-    return abs(last[2] - first[2]) < 0.05 * max(first[2], 1) + 20
 
 
 def combine_runs(runs):
@@ -763,244 +759,6 @@ def combine_runs(runs):
         out["stages"] = {k: sum(r["stages"].get(k, 0.0) for r in runs) for k in out["stages"]}
     out["round_rates"] = [r["samples_per_s"] for r in runs]
     return out
-
-
-def render(R, extras, shapes, duration, rounds, load_start, load_end, total_s, t_data, pools, paths):
-    v = versions()
-    L = []
-    L.append("# bwloader scoreboard")
-    L.append("")
-    L.append("Generated by `make bench` (`benchmarks/scoreboard.py`); every number below comes from one run.")
-    L.append("")
-    L.append(f"- Machine: {machine()}. Load average (1/5/15 min) at start {load_start[0]:.2f} / {load_start[1]:.2f} / "
-             f"{load_start[2]:.2f}, at end {load_end[0]:.2f} / {load_end[1]:.2f} / {load_end[2]:.2f} (the run itself "
-             "keeps about 2 busy; a start value well above 0 means other work shared the CPUs).")
-    L.append("- Versions: " + ", ".join(f"{k} {x}" for k, x in v.items()) + ".")
-    L.append(f"- Collection: {len(paths)} tracks from `benchmarks/datasets.py` (200 Mb over 3 chromosomes, ~25-bp "
-             "bedGraph runs, ~10% gaps, pyBigWig writer, zoom levels), cached under `benchmarks/out/data/`.")
-    pool_txt = "; ".join(f"{s} {len(pools[s][1])} pool(s) of {'/'.join(map(str, pools[s][1]))}" for s in shapes)
-    L.append(f"- Queries: random, block-disjoint within a pool (no two queries of a pool touch the same data block "
-             f"of any file; every reader is reopened per pool, so no cache helps); {pool_txt} queries. Each reader "
-             f"runs in its own process, {rounds} run(s) per shape in alternating order (forward, backward, ...), "
-             f"{duration / rounds:g} s of timed calls each after one warm-up batch; samples/s = all samples / all "
-             "timed seconds of its runs (the runs' own rates are listed below the table); warm page cache.")
-    L.append(f"- Run time {total_s:.0f} s, of which {t_data:.0f} s making or finding the generated data (cached after the first run).")
-    L.append("")
-
-    loads = _loads(R, shapes)
-    if loads:
-        L.append(f"- 1-min load average seen by the timed measurements: {min(loads):.2f} to {max(loads):.2f}.")
-        L.append("")
-    L += summary(R, extras, shapes)
-
-    # --- main table
-    L.append("## Samples/s (higher is better)")
-    L.append("")
-    L.append("| shape | bwloader `get_batch` | full stream (`build()`, 2 workers) | pyBigWig loop | pybigtools loop "
-             "| bwloader / faster peer | target |")
-    L.append("|---|---:|---:|---:|---:|---:|---|")
-    for s in shapes:
-        bw = _rate(R, s, "bwloader")
-        if s == "S3":
-            peer, what = _rate(R, s, "pyBigWig"), "pyBigWig exact"
-        else:
-            peer, what = _peer(R, s), "faster peer"
-        ratio = bw / peer if peer == peer and peer else float("nan")
-        tgt = TARGETS[s]
-        ratio_txt = f"{ratio:.2f}x" + (f" (vs {what})" if s == "S3" else "")
-        L.append(f"| {_shape_label(s)} | {fmt_rate(bw)} | {fmt_rate(_rate(R, s, 'stream'))} | "
-                 f"{fmt_rate(_rate(R, s, 'pyBigWig'))} | {fmt_rate(_rate(R, s, 'pybigtools'))} | {ratio_txt} | "
-                 f">= {tgt:g}x: {yes(ratio >= tgt)} |")
-    L.append("")
-    L.append("Rates of the single runs (samples/s, in run order): " + "; ".join(
-        f"{s} {k} " + " / ".join(fmt_rate(x) for x in R[s][k]["round_rates"])
-        for s in shapes for k in READERS if R.get(s, {}).get(k) and "round_rates" in R[s][k]) + ".")
-    L.append("")
-    L.append("Stream output shapes: " + ", ".join(
-        f"{s} {tuple(R[s]['stream']['batch_shape'])}" for s in shapes if R.get(s, {}).get("stream")) + ".")
-    L.append("")
-
-    # --- RSS
-    L.append("## Peak RSS per reader process (MiB, VmHWM; Python + imports included)")
-    L.append("")
-    L.append("| shape | bwloader `get_batch` | full stream | pyBigWig | pybigtools |")
-    L.append("|---|---:|---:|---:|---:|")
-    for s in shapes:
-        cells = []
-        for k in READERS:
-            r = R.get(s, {}).get(k)
-            cells.append(f"{r['peak_rss_mb']:.0f}" if r else "-")
-        L.append(f"| {s} | " + " | ".join(cells) + " |")
-    L.append("")
-
-    # --- inflate limit
-    L.append("## Loader time against the inflate limit")
-    L.append("")
-    L.append("The inflate limit: the time to merely inflate exactly the blocks each batch needed, with bwloader's "
-             "own compiled inflater on the same chunks and thread count, from compressed bytes already in memory: "
-             "(a) every block whole with libdeflate, (b) the partial inflate bwloader uses (zlib-ng stopping after "
-             "the last item a query needs; libdeflate for blocks needed past 80%). Measured in one process "
-             "(`benchmarks/inflate_limit.py`) that also times `get_batch` on the same batches, alternating in chunks "
-             f"of 8 batches, so both see the same machine conditions. Target: loader time <= {INFLATE_TARGET}x the limit on S1 and S2.")
-    L.append("")
-    L.append("| shape | blocks / batch | loader ms / batch | (a) full inflate ms | (b) partial inflate ms | "
-             "loader / (a) | loader / (b) | target |")
-    L.append("|---|---:|---:|---:|---:|---:|---:|---|")
-    for s in shapes:
-        il = R.get(s, {}).get("inflate")
-        if not il:
-            continue
-        n = il["batches"]
-        lt = sum(il["loader_s"]) / n * 1e3
-        fa, fb = il["full_s"] / n * 1e3, il["partial_s"] / n * 1e3
-        tgt = f"<= {INFLATE_TARGET}x: {yes(lt / fb <= INFLATE_TARGET)}" if s in ("S1", "S2") else "-"
-        L.append(f"| {s} | {il['blocks'] / n:.0f} | {lt:.1f} | {fa:.1f} | {fb:.1f} | {lt / fa:.2f}x | {lt / fb:.2f}x | {tgt} |")
-    L.append("")
-    L.append("Where the loader's time goes (ms per batch, `coll.timings` over the same batches; *other* = `get_batch` "
-             "wall time not in a stage; `read+inflate` includes the preads):")
-    L.append("")
-    stages = ("plan", "read+inflate", "decode", "search", "fill")
-    L.append("| shape | " + " | ".join(stages) + " | other | total |")
-    L.append("|---|" + "---:|" * (len(stages) + 2))
-    for s in shapes:
-        il = R.get(s, {}).get("inflate")
-        if not (il and il.get("stages")):
-            continue
-        n = il["batches"]
-        total = sum(il["loader_s"]) / n * 1e3
-        per = {k: il["stages"].get(k, 0.0) / n * 1e3 for k in stages}
-        L.append(f"| {s} | " + " | ".join(f"{per[k]:.1f}" for k in stages) +
-                 f" | {total - sum(per.values()):.1f} | {total:.1f} |")
-    L.append("")
-
-    # --- zoom
-    for s in shapes:
-        z = R.get(s, {}).get("zoom")
-        if not z:
-            continue
-        L.append(f"## {s} from zoom levels (`get_batch(..., zoom=...)`)")
-        L.append("")
-        L.append(f"Zoom levels in the files (bases per record): {', '.join(f'{x:,}' for x in z['levels'])}. "
-                 f"`zoom=True` picks the coarsest level <= the {SHAPES[s]['window']}-bp window; none fits, so it "
-                 "reads the data exactly. *finest level*: each file's finest level "
-                 f"({' or '.join(f'{x:,}' for x in z.get('finest', []))} bases; `zoom=<level>` needs every track to "
-                 "have that level, so one `get_batch(..., tracks=...)` call per group of tracks), which spreads each "
-                 "record evenly over the windows it covers: an approximation. Errors are against the exact window "
-                 "means of the same batches.")
-        L.append("")
-        L.append("| mode | samples/s | vs exact `get_batch` (same process, same batches) | mean abs error "
-                 "(mean abs value) | max relative error (windows with exact mean != 0) | median / 99th percentile "
-                 "relative error | relative error of the batch totals |")
-        L.append("|---|---:|---:|---:|---:|---:|---:|")
-        ex = z["exact"]["samples_per_s"]
-        L.append(f"| exact (`zoom=False`) | {fmt_rate(ex)} | 1.00x | 0 | 0 | 0 / 0 | 0 |")
-        for k, r in z.items():
-            if not isinstance(r, dict) or k == "exact":
-                continue
-            L.append(f"| `{k}` | {fmt_rate(r['samples_per_s'])} | {r['samples_per_s'] / ex:.2f}x | "
-                     f"{r['mean_abs_err']:.3g} ({r['mean_abs_exact']:.3g}) | {r['max_rel_err']:.3g} | "
-                     f"{r['median_rel_err']:.2g} / {r['p99_rel_err']:.2g} | {r['total_rel_err']:.2g} |")
-        L.append("")
-
-    # --- extras
-    if extras:
-        L.append("## Opening files, memory over time, epochs")
-        L.append("")
-        L.append("| measurement | result | target |")
-        L.append("|---|---|---|")
-        for k, what in (("open_small", "1000 small distinct files (3 chromosomes, 300 kb, written by pyBigWig)"),
-                        ("open_links", "1000 symlinks to the 16 collection files (2,651 blocks each: real-size "
-                                       "indexes, page-cached)")):
-            r = extras.get(k)
-            if r:
-                t = min(r["seconds"])
-                L.append(f"| open {what}: `BigWigCollection(paths)` | {t:.2f} s (best of {len(r['seconds'])}; "
-                         f"{r['n_blocks']:,} blocks indexed; RSS {r['rss_start_mb']:.0f} -> {r['rss_open_mb']:.0f} MiB) "
-                         f"| < {OPEN_TARGET_S:g} s: {yes(t < OPEN_TARGET_S)} |")
-        r = extras.get("stream_rss")
-        if r and r["rss"]:
-            rss = r["rss"]
-            first, last = rss[min(len(rss) - 1, len(rss) // 4)], rss[-1]
-            marks = [rss[min(len(rss) - 1, i * len(rss) // 4)] for i in range(4)] + [rss[-1]]
-            series = ", ".join(f"{m:.0f} @ {b}" for _, b, m in marks)
-            L.append(f"| stream S2 for {r['seconds']:.0f} s ({r['batches']} batches, {fmt_rate(r['samples_per_s'])} "
-                     f"samples/s, the config's own random queries) | peak RSS {r['peak_rss_mb']:.0f} MiB; RSS MiB @ batch: "
-                     f"{series} | < {RSS_TARGET_MB} MiB: {yes(r['peak_rss_mb'] < RSS_TARGET_MB)}; flat after the "
-                     f"first quarter (within 5% + 20 MiB): {yes(_flat(first, last))} |")
-        for cb, label in ((0, "cache_bytes=0"), (512 << 20, "cache_bytes=512 MiB")):
-            r = extras.get(f"epochs_{cb}")
-            if r:
-                rates = r["rates"]
-                c = r["cache"]
-                extra = (f"; cache {c['bytes'] / 2**20:.0f} MiB in {c['blocks']} blocks, hit rate {c['hit_rate']:.0%}"
-                         if cb else "")
-                L.append(f"| {r['n_regions']} fixed regions x 1000 bp, 3 tracks, batch 256, {len(rates)} epochs, stream, "
-                         f"{label} | epoch 1: {fmt_rate(rates[0])} samples/s; epochs 2-{len(rates)}: "
-                         f"{fmt_rate(float(np.median(rates[1:])))} (median; "
-                         f"{', '.join(fmt_rate(x) for x in rates[1:])}){extra} | - |")
-        L.append("")
-    return "\n".join(L) + "\n"
-
-
-def plot(R, shapes, path, loads):
-    try:
-        import matplotlib
-    except ImportError:
-        print("matplotlib is not installed: no plot (pip install matplotlib)", file=sys.stderr)
-        return
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    series = [("bwloader get_batch", "bwloader", "#1f77b4"), ("bwloader stream", "stream", "#6baed6"),
-              ("pyBigWig", "pyBigWig", "#d62728"), ("pybigtools", "pybigtools", "#ff7f0e")]
-    fig, ax = plt.subplots(figsize=(8.5, 4.6), dpi=120)
-    width = 0.8 / (len(series) + 1)
-    x = np.arange(len(shapes))
-    for i, (label, key, color) in enumerate(series):
-        ys = [_rate(R, s, key) for s in shapes]
-        bars = ax.bar(x + (i - len(series) / 2) * width, ys, width, label=label, color=color)
-        for b, y in zip(bars, ys):
-            if y == y:
-                ax.text(b.get_x() + b.get_width() / 2, y * 1.05, fmt_rate(y), ha="center", va="bottom", fontsize=7,
-                        rotation=90)
-    # zoom bars (S3)
-    zx, zy = [], []
-    for j, s in enumerate(shapes):
-        z = R.get(s, {}).get("zoom")
-        if z:
-            if isinstance(z.get("finest level"), dict):
-                zx.append(j + (len(series) - len(series) / 2) * width)
-                zy.append(z["finest level"]["samples_per_s"])
-                zlabel = "bwloader from zoom levels (finest, approx.)"
-    if zx:
-        bars = ax.bar(zx, zy, width, label=zlabel, color="#9ecae1", hatch="//", edgecolor="#1f77b4")
-        for b, y in zip(bars, zy):
-            ax.text(b.get_x() + b.get_width() / 2, y * 1.05, fmt_rate(y), ha="center", va="bottom", fontsize=7,
-                    rotation=90)
-    # inflate limit (partial), as samples/s
-    first = True
-    for j, s in enumerate(shapes):
-        il = R.get(s, {}).get("inflate")
-        if il:
-            y = il["batches"] * SHAPES[s]["batch"] / il["partial_s"]
-            ax.hlines(y, j - 0.45, j + 0.45, colors="k", linestyles="--", linewidth=1,
-                      label="inflate limit (samples/s if a batch cost only its inflate)" if first else None)
-            first = False
-    ax.set_yscale("log")
-    ax.set_xticks(x)
-    ax.set_xticklabels([_shape_label(s).replace(": ", "\n", 1).replace(", batch", "\nbatch") for s in shapes],
-                       fontsize=8)
-    ax.set_ylabel("samples / s (log scale)")
-    ymin, ymax = ax.get_ylim()
-    ax.set_ylim(ymin, ymax * 3)
-    ax.set_title(f"bwloader vs pyBigWig / pybigtools, samples/s per reader (one process each)\n{machine()}; "
-                 f"load average {min(loads):.1f}-{max(loads):.1f} during the measurements", fontsize=9)
-    ax.legend(fontsize=7, ncol=2, loc="upper right")
-    ax.grid(axis="y", which="both", alpha=0.25)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ _LAZY = {
     "BatchProcessor": ".batch_processor",
     "QueryBatchGenerator": ".sampling",
     "ReferenceGenome": ".sequence",
+    "TorchBigWigDataset": ".torch",      # imports torch (only when asked for)
 }
 __all__ = ["BigWigCollection", "BigWigFile", "BigWigFormatError", "BigWigReadError", "__version__", *_LAZY]
 

@@ -12,11 +12,17 @@ class Batch:
 
     `values` is (batch, target_length // window_size, n_tracks) over [target_starts, target_ends);
     `sequences` is (batch, sequence_length, 4) (A, C, G, T) over [starts, ends), or None without a
-    reference genome. Samples with `reverse_complement` set have values reversed along length and
-    the sequence reverse-complemented. The batch owns its arrays: no later batch overwrites them.
+    reference genome. Samples with `reverse_complement` set have values reversed along length, the
+    columns of each strand pair swapped (`strand_partners[j]` is the column paired with column j;
+    None without strand pairs) and the sequence reverse-complemented. `value_transforms` have been
+    applied. `region_source[i]` indexes `region_source_names`: the mixture source sample i came
+    from. The batch owns its arrays: no later batch overwrites them.
     On a GPU `values` and `sequences` are CuPy arrays on the device (`device` says which path made
     them); `dtype` names the element type, as a bfloat16 GPU array holds uint16 bit patterns
     (CuPy has no bfloat16; the PyTorch wrapper views them as torch.bfloat16).
+    `timings` holds seconds per stage; `stats` other measurements of the batch: with sequences,
+    `unknown_fraction` (the share of N / non-ACGT bases over all its sequences) and
+    `all_unknown_samples` (samples whose sequence is N only).
     """
 
     values: np.ndarray
@@ -35,6 +41,10 @@ class Batch:
     dtype: str = "float32"
     sequence_dtype: str = "float32"
     device: str = "cpu"
+    strand_partners: np.ndarray | None = None
+    region_source: np.ndarray | None = None
+    region_source_names: tuple = ()
+    stats: dict = field(default_factory=dict)     # e.g. unknown_fraction: share of N in `sequences`
 
     @property
     def batch_size(self) -> int:
@@ -49,6 +59,12 @@ class Batch:
         return [f"{c}:{s}-{e}({'-' if r else '+'})" for c, s, e, r in
                 zip(self.chromosomes.tolist(), self.starts.tolist(), self.ends.tolist(),
                     self.reverse_complement.tolist())]
+
+    def source_names(self) -> list[str]:
+        """The region source of each sample, by name."""
+        if self.region_source is None or not self.region_source_names:
+            return []
+        return [self.region_source_names[i] for i in self.region_source.tolist()]
 
     def __repr__(self):
         seq = None if self.sequences is None else tuple(self.sequences.shape)

@@ -16,7 +16,7 @@ import numpy as np
 
 from .device import Device
 from .dtypes import cast_output
-from .stages.fetch import SLOT_RATIO, BlockFetcher, BlockTable, Words
+from .stages.fetch import SLOT_RATIO, BlockFetcher, BlockTable, Words, fetch_batch
 from .stages.fill import WindowBuffers, fill_compiled, fill_reference
 from .stages.parse import Sections, parse_blocks
 from .stages.plan import Plan, Queries, plan_batch
@@ -53,8 +53,8 @@ class BatchProcessor:
         self.device = dev
         self.kernel = dev.kernels
         self.n_threads = n_threads if n_threads is not None else (os.cpu_count() or 1)
-        self._fetcher = BlockFetcher(self.n_threads, cache=getattr(collection, "cache", None),
-                                     native=dev.native_fetch)
+        self._fetcher = BlockFetcher(self.n_threads, native=dev.native_fetch)
+        self._pins = None
         self._windows = WindowBuffers()
         self._cuda = dev.context() if dev.kind == "cuda" else None
         self.timings = dict.fromkeys(STAGES, 0.0)
@@ -73,8 +73,27 @@ class BatchProcessor:
         return BlockTable.from_index(self.collection.index, plan.blocks, plan.need_key, partial)
 
     def fetch(self, table: BlockTable) -> Words:
-        """Read and inflate every block of `table` (CPU threads) into the reusable word buffer."""
-        return self._fetcher.fetch(self.collection.files, table)
+        """Every block of `table` (`stages.fetch.fetch_batch`): blocks of uncompressed files
+        (4-byte aligned) where they lie in a memory map, block-cache hits where they lie in the
+        cache, the rest read and inflated on CPU threads. Cache blocks stay pinned until
+        `release()` (process() calls it once the batch is filled)."""
+        c = self.collection
+        in_place = None
+        if self.device.read_in_place:
+            in_place = c.index.file_in_place[table.file] & (table.offset % 4 == 0)
+        cache = getattr(c, "cache", None)
+        if (in_place is None or not in_place.any()) and not cache:
+            return self._fetcher.fetch(c.files, table)
+        self.release()
+        words, self._pins = fetch_batch(self._fetcher, c.files, table, maps=c.memory_maps, in_place=in_place,
+                                        cache=cache)
+        return words
+
+    def release(self):
+        """Let the cache evict the blocks the last batch used."""
+        if self._pins is not None:
+            self._pins.release()
+            self._pins = None
 
     def parse(self, table: BlockTable, words: Words) -> tuple[Sections, np.ndarray]:
         self.blocks_decoded += len(table)
@@ -124,10 +143,13 @@ class BatchProcessor:
         t0 = time.perf_counter()
         q = self.collection.prepare_queries(chromosomes, starts, ends, tracks, window_size, reduce, dtype)
         spec = OutputSpec(int(window_size), reduce, float(default_value), dtype)
-        if self._cuda is not None:
-            out, last = self._cuda.process(self, q, spec, t0)
-        else:
-            out, last = self._process_cpu(q, spec, t0)
+        try:
+            if self._cuda is not None:
+                out, last = self._cuda.process(self, q, spec, t0)
+            else:
+                out, last = self._process_cpu(q, spec, t0)
+        finally:
+            self.release()
         for k, v in last.items():
             self.timings[k] = self.timings.get(k, 0.0) + v
         self.last_timings = last
@@ -162,7 +184,9 @@ class BatchProcessor:
 
     def _process_cpu(self, q: Queries, spec: OutputSpec, t0: float):
         plan = self.plan(q)
-        if spec.window_size > 1 and self.fused:
+        idx = self.collection.index
+        if spec.window_size > 1 and self.fused and not (self.device.read_in_place
+                                                        and idx.file_in_place[q.tracks].all()):
             done = self._process_fused(q, spec, plan, t0)
             if done is not None:
                 return done
@@ -174,11 +198,15 @@ class BatchProcessor:
     @property
     def fused(self) -> bool:
         """True when windowed batches take the fused path (`stages.fused`): CPU, compiled kernels
-        and fetch, local files, no block cache (BWLOADER_FUSED=0 turns it off)."""
+        and fetch, local files, no block cache (BWLOADER_FUSED=0 turns it off). A batch whose
+        tracks are all read in place (uncompressed files in memory maps) stays on the staged path:
+        those blocks are cheaper where they lie."""
         from .stages.fetch import native_available
-        return (self._cuda is None and self.kernel == "numba" and self._fetcher.native and not self._fetcher.cache
-                and self.collection.index.all_local and os.environ.get("BWLOADER_FUSED", "1") != "0"
-                and native_available())
+        c = self.collection
+        idx = c.index
+        return (self._cuda is None and self.kernel == "numba" and self._fetcher.native
+                and not getattr(c, "cache", None) and idx.all_local
+                and os.environ.get("BWLOADER_FUSED", "1") != "0" and native_available())
 
     def _process_fused(self, q: Queries, spec: OutputSpec, plan: Plan, t0: float):
         """Windowed values through the fused per-chunk kernel; None when the batch needs the
@@ -238,6 +266,7 @@ class BatchProcessor:
         return self._fetcher.bytes_read + (self._cuda.bytes_read if self._cuda is not None else 0)
 
     def close(self):
+        self.release()
         self._fetcher.close()
         if self._cuda is not None:
             self._cuda.close()

@@ -26,6 +26,25 @@ def _stem(path: str) -> str:
     return Path(urlsplit(path).path).stem if is_url(path) else Path(path).stem
 
 
+def _openable(paths_or_directory, paths):
+    """(the paths that open as bigWigs, [(path, reason)] of the others) for a folder; a list of
+    named files is refused: every named file must open."""
+    if not (isinstance(paths_or_directory, (str, os.PathLike)) and Path(paths_or_directory).is_dir()):
+        raise ValueError("on_error='skip' is for a folder; a file that is named must open (it raises)")
+    ok, skipped = [], []
+    for p in paths:
+        try:
+            BigWigFile(p).close()
+        except (OSError, ValueError) as exc:
+            skipped.append((p, f"{type(exc).__name__}: {exc}"))
+        else:
+            ok.append(p)
+    if not ok:
+        raise ValueError(f"no readable bigWig file in directory {paths_or_directory}: " +
+                         "; ".join(f"{Path(p).name}: {r}" for p, r in skipped[:5]))
+    return ok, skipped
+
+
 def _expand_paths(paths_or_directory):
     if isinstance(paths_or_directory, (str, os.PathLike)):
         p = Path(paths_or_directory)
@@ -48,14 +67,23 @@ class BigWigCollection:
     or past a chromosome's end, get `default_value` for that track. `scaling` (one factor per track,
     a list or a dict by track name) multiplies covered values, never the default.
     `n_threads` inflate threads serve `get_batch` (default: the CPU count). `cache_bytes` > 0 keeps
-    that many bytes of inflated blocks (least recently used first out) for later batches and epochs.
+    that many bytes of inflated blocks (oldest first out) for later batches and epochs, searched
+    where they lie (`bwloader_core.cache`). Local uncompressed files (`bwloader transcode`) are read
+    in place, from a memory map, with no inflate and no copy.
     `backend` ('cpu', 'cuda' or 'auto', or a `Device`) decides where batches are made: on 'cuda'
     `get_batch` returns CuPy arrays.
+    `on_error="skip"` (for a folder only) leaves out the files of the folder that cannot be opened
+    as bigWigs; `skipped` lists them with the reason. Named files always raise.
     """
 
     def __init__(self, paths_or_directory, track_names=None, scaling=None, n_threads: int | None = None,
-                 cache_bytes: int = 0, backend="cpu"):
+                 cache_bytes: int = 0, backend="cpu", on_error: str = "raise"):
         self.paths = _expand_paths(paths_or_directory)
+        self.skipped: list[tuple[str, str]] = []     # (path, reason) of files left out (on_error="skip")
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if on_error == "skip":
+            self.paths, self.skipped = _openable(paths_or_directory, self.paths)
         names = list(track_names) if track_names is not None else [_stem(p) for p in self.paths]
         if len(names) != len(self.paths):
             raise ValueError(f"{len(names)} track names for {len(self.paths)} files")
@@ -86,6 +114,8 @@ class BigWigCollection:
             self._scaling = self._parse_scaling(scaling)
             self.index = FlatIndex.build(self.files, adopt=True)
             _release_freed_memory()
+            from .stages.fetch import MemoryMaps
+            self.memory_maps = MemoryMaps(self.files)
             self.chrom_sizes = self.index.chrom_sizes
             self._chrom_index = {n: i for i, n in enumerate(self.index.chrom_names)}
         except BaseException:

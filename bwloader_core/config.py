@@ -4,6 +4,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import warnings
 from pathlib import Path
 
 import param
@@ -16,37 +17,94 @@ class LoaderConfigError(ValueError):
     """A config (YAML or keywords) names an unknown key or gives a bad value."""
 
 
+class AssemblyWarning(UserWarning):
+    """The files disagree on chromosome sizes and allow_size_mismatch trimmed what is sampled."""
+
+
 class LoaderConfig(param.Parameterized):
     """Everything that decides what a training run reads. `to_yaml()` writes only what differs
-    from the defaults; `from_yaml()` reads it back (safe loading, unknown keys rejected)."""
+    from the defaults; `from_yaml()` reads it back (safe loading, unknown keys rejected).
+    `build()` opens the files, checks them against each other and returns a BigWigDataset."""
 
-    bigwig_paths = param.List(default=[], item_type=str, doc="bigWig files (or one directory of them), one track each")
-    track_names = param.List(default=None, item_type=str, allow_None=True, doc="names of the tracks (default: file stems)")
-    reference_genome = param.String(default=None, allow_None=True, doc="FASTA (plain or bgzipped, with .fai) for one-hot sequences")
-    regions = param.Parameter(default=None, doc="regions to sample from: a BED path, a list of [chrom, start, end], or None for all chromosomes")
-    exclude = param.Parameter(default=None, doc="regions never sampled (blacklist): a BED path or a list of [chrom, start, end]")
-    sequence_length = param.Integer(default=1000, bounds=(1, None), doc="input window length in bases")
-    center_bin_to_predict = param.Integer(default=None, allow_None=True, bounds=(1, None), doc="length of the centred target crop (default: the whole window)")
-    window_size = param.Integer(default=1, bounds=(1, None), doc="bases per output bin")
-    reduce = param.Selector(default="mean", objects=["mean", "max", "min", "sum"], doc="reduction over each bin")
+    # -- files --------------------------------------------------------------------------------------
+    bigwig_paths = param.List(default=[], item_type=str, doc=(
+        "bigWig files, one track each, or one folder (every *.bw / *.bigWig in it, sorted by name)"))
+    track_names = param.List(default=None, item_type=str, allow_None=True, doc=(
+        "names of the tracks, one per file (default: the file names without suffix)"))
+    reference_genome = param.String(default=None, allow_None=True, doc=(
+        "FASTA (plain or bgzipped, with its .fai) whose one-hot sequences come with each batch; "
+        "none: values only"))
+    # -- where windows come from ---------------------------------------------------------------------
+    regions = param.Parameter(default=None, doc=(
+        "where window centres are drawn: a BED path, a list of [chrom, start, end], none for every "
+        "chromosome (whole), or a weighted mixture {name: {regions, weight, exclude}} (each batch drawn "
+        "from the sources in those proportions)"))
+    exclude = param.Parameter(default=None, doc=(
+        "regions never sampled (a blacklist): a BED path or a list of [chrom, start, end]"))
+    sequence_length = param.Integer(default=1000, bounds=(1, None), doc=(
+        "input window length in bases: the length of each sample's one-hot sequence"))
+    center_bin_to_predict = param.Integer(default=None, allow_None=True, bounds=(1, None), doc=(
+        "length in bases of the centred crop whose values are returned (a multiple of window_size); "
+        "none: the whole window"))
+    window_size = param.Integer(default=1, bounds=(1, None), doc=(
+        "bases per output bin: values have (crop length // window_size) bins per sample"))
+    reduce = param.Selector(default="mean", objects=["mean", "max", "min", "sum"], doc=(
+        "how the bases of a bin make its value (bases without data count as default_value)"))
     batch_size = param.Integer(default=32, bounds=(1, None), doc="samples per batch")
-    batches_per_epoch = param.Integer(default=None, allow_None=True, bounds=(1, None), doc="default: total region length // sequence_length // batch_size")
-    seed = param.Integer(default=0, bounds=(0, None), doc="random seed; same seed + epoch = same batches")
-    num_workers = param.Integer(default=2, bounds=(1, 256), doc="worker threads, each with its own BatchProcessor")
-    queue_size = param.Integer(default=4, bounds=(1, 1024), doc="bounded queue length (prefetch depth)")
-    cache_bytes = param.Integer(default=0, bounds=(0, None), doc="bytes of inflated blocks kept across batches and epochs (0: no cache)")
-    threads_per_worker = param.Integer(default=None, allow_None=True, bounds=(1, 256), doc="inflate threads per worker (default: CPUs / workers)")
-    backend = param.Selector(default="cpu", objects=["cpu", "cuda", "auto"],
-                             doc="where batches are made: 'cpu', 'cuda' (CuPy arrays on the GPU; nvCOMP inflates "
-                                 "when installed) or 'auto' (cuda when a GPU is usable, else cpu)")
-    dtype = param.Selector(default="float32", objects=["float32", "float16", "bfloat16"], doc="output dtype of values and sequences")
-    default_value = param.Number(default=0.0, doc="value where a track has no data (.nan allowed)")
-    scaling = param.Parameter(default=None, doc="per-track factors: a list, or a mapping track name -> factor")
-    jitter = param.Integer(default=0, bounds=(0, None), doc="random shift of each window, in bases, up to +/- jitter")
-    reverse_complement = param.Boolean(default=False, doc="augment: reverse values and reverse-complement sequences of half the samples")
-    tracks = param.Parameter(default=None, doc="track sampling: None (all), an int k (k random per batch) or a list of names")
-    max_unknown_fraction = param.Number(default=None, allow_None=True, bounds=(0.0, 1.0), doc="drop windows with more non-ACGT bases than this")
-    one_hot_unknown = param.Selector(default="zeros", objects=["zeros", "quarter"], doc="one-hot of N and IUPAC codes")
+    batches_per_epoch = param.Integer(default=None, allow_None=True, bounds=(1, None), doc=(
+        "batches in one epoch over all ranks; none: total region length // sequence_length // batch_size"))
+    seed = param.Integer(default=0, bounds=(0, None), doc=(
+        "random seed: the same seed and epoch give the same batches on any machine"))
+    jitter = param.Integer(default=0, bounds=(0, None), doc=(
+        "shift each window by a random number of bases in [-jitter, +jitter] (augmentation; windows "
+        "stay inside their chromosome)"))
+    reverse_complement = param.Boolean(default=False, doc=(
+        "augmentation: half the samples (at random) come reverse-complemented: values reversed along "
+        "the length, sequences reverse-complemented"))
+    tracks = param.Parameter(default=None, doc=(
+        "tracks per batch: none (all), an integer k (k random tracks per batch) or a list of track names"))
+    max_unknown_fraction = param.Number(default=0.5, allow_None=True, bounds=(0.0, 1.0), doc=(
+        "with a reference_genome: windows with a larger fraction of unknown bases (N and other "
+        "non-ACGT) are redrawn. The default 0.5 refuses windows that are mostly N (assembly gaps, "
+        "sequence past the end of a FASTA); 0 allows no N; none keeps every window. Ignored without "
+        "a reference_genome"))
+    # -- output ----------------------------------------------------------------------------------------
+    dtype = param.Selector(default="float32", objects=["float32", "float16", "bfloat16"], doc=(
+        "dtype of values and sequences (float16 / bfloat16: the float32 value rounded once)"))
+    default_value = param.Number(default=0.0, doc=(
+        "value where a track has no data (uncovered bases, chromosomes a file lacks); .nan allowed"))
+    scaling = param.Parameter(default=None, doc=(
+        "per-track factors applied to covered values (never to default_value): a list, one per track, "
+        "or a mapping track name -> factor"))
+    one_hot_unknown = param.Selector(default="zeros", objects=["zeros", "quarter"], doc=(
+        "one-hot of N and IUPAC codes: all zeros, or 0.25 in each channel"))
+    # -- performance -----------------------------------------------------------------------------------
+    num_workers = param.Integer(default=2, bounds=(1, 256), doc=(
+        "loader threads (not processes) in each process, each reading whole batches. Under a PyTorch "
+        "DataLoader with num_workers=k processes, each process runs this many threads"))
+    threads_per_worker = param.Integer(default=None, allow_None=True, bounds=(1, 256), doc=(
+        "inflate threads per loader thread; none: CPUs / num_workers (with DataLoader processes, set "
+        "it so that processes x num_workers x threads_per_worker is about the CPU count)"))
+    queue_size = param.Integer(default=4, bounds=(1, 1024), doc=(
+        "batches read ahead (the length of the bounded queues)"))
+    cache_bytes = param.Integer(default=0, bounds=(0, None), doc=(
+        "bytes of inflated blocks kept across batches and epochs (helps repeated epochs over fixed "
+        "regions); 0: no cache"))
+    backend = param.Selector(default="cpu", objects=["cpu", "cuda", "auto"], doc=(
+        "where batches are made: 'cpu', 'cuda' (CuPy arrays on the GPU; nvCOMP inflates when "
+        "installed) or 'auto' (cuda when a GPU is usable, else cpu)"))
+    # -- checks across files (assembly) ---------------------------------------------------------------
+    allow_size_mismatch = param.Boolean(default=False, doc=(
+        "when files disagree on a sampled chromosome's size (two assemblies, e.g. hg19 vs hg38), "
+        "sample only where every file has coordinates (and say how much genome is left) instead of "
+        "refusing to build"))
+    chromosome_aliases = param.Parameter(default=None, doc=(
+        "chromosome names of the FASTA that differ from the bigWigs': 'auto' (1 = chr1, X = chrX, "
+        "MT = chrM, ...) or a mapping {name in the FASTA: name in the bigWigs}; none: names must match"))
+
+    # -- training targets: stranded tracks and value transforms --------------------------------------
+    strand_pairs = param.Parameter(default=None, doc="stranded tracks: [[plus, minus], ...] or {plus: minus}; a reverse-complemented sample swaps each pair's columns")
+    value_transforms = param.List(default=[], doc="ordered steps on the values after windowing and scaling: clip, soft_clip, power, log1p (e.g. [{step: soft_clip, threshold: 384}])")
 
     # -- YAML round trip --------------------------------------------------------------------------
     @classmethod
@@ -137,7 +195,30 @@ class LoaderConfig(param.Parameterized):
         if self.tracks is not None and not (isinstance(self.tracks, int) and not isinstance(self.tracks, bool)
                                             or isinstance(self.tracks, list)):
             fail("tracks must be None, an integer k, or a list of track names")
+        a = self.chromosome_aliases
+        if a is not None and a != "auto" and not (
+                isinstance(a, dict) and all(isinstance(k, (str, int)) and isinstance(v, (str, int)) for k, v in a.items())):
+            fail("chromosome_aliases must be None, 'auto' or a mapping {name in the FASTA: name in the bigWigs}")
+        self._validate_targets(fail)
         return self
+
+    def _validate_targets(self, fail):
+        """The shapes of strand_pairs, value_transforms and a regions mixture (track names and
+        region files are checked by build(), which knows the collection)."""
+        from .sampling.mixture import is_region_mixture, parse_region_mixture
+        from .sampling.strands import normalize_strand_pairs
+        from .transforms import parse_value_transforms
+        for check, value in ((normalize_strand_pairs, self.strand_pairs),
+                             (parse_value_transforms, self.value_transforms)):
+            try:
+                check(value)
+            except ValueError as exc:
+                fail(str(exc))
+        if is_region_mixture(self.regions):
+            try:
+                parse_region_mixture(self.regions)
+            except ValueError as exc:
+                fail(str(exc))
 
     # -- building ---------------------------------------------------------------------------------
     def _check_batch_memory(self, coll):
@@ -167,20 +248,19 @@ class LoaderConfig(param.Parameterized):
             else self.bigwig_paths
         coll = BigWigCollection(paths, track_names=self.track_names, scaling=self.scaling,
                                 cache_bytes=self.cache_bytes, backend=backend)
+        genome = None
         try:
-            genome = None
-            if self.reference_genome:
-                from .sequence import ReferenceGenome
-                genome = ReferenceGenome(self.reference_genome, one_hot_unknown=self.one_hot_unknown)
-                genome.check_chromosomes(list(coll.chrom_sizes))
+            genome = self._open_genome(coll)
             self._check_batch_memory(coll)
+            sizes, report = self._sampling_extent(coll, genome)
+            use_filter = genome is not None and self.max_unknown_fraction is not None
             gen = QueryBatchGenerator(
-                coll.chrom_sizes, coll.track_names, regions=_regions(self.regions), exclude=_regions(self.exclude),
+                sizes, coll.track_names, regions=_regions(self.regions), exclude=_regions(self.exclude),
                 sequence_length=self.sequence_length, center_bin_to_predict=self.center_bin_to_predict,
                 window_size=self.window_size, batch_size=self.batch_size, batches_per_epoch=self.batches_per_epoch,
                 jitter=self.jitter, reverse_complement=self.reverse_complement, tracks=self.tracks, seed=self.seed,
-                rank=rank, world_size=world_size, max_unknown_fraction=self.max_unknown_fraction,
-                genome=genome if self.max_unknown_fraction is not None else None)
+                rank=rank, world_size=world_size, max_unknown_fraction=self.max_unknown_fraction if use_filter else None,
+                genome=genome if use_filter else None, strand_pairs=self.strand_pairs)
             if genome is not None:   # every chromosome that can be sampled must be in the FASTA
                 sampled = list(dict.fromkeys(gen.regions.chroms.tolist())) if gen.regions is not None \
                     else list(coll.chrom_sizes)
@@ -190,10 +270,64 @@ class LoaderConfig(param.Parameterized):
             if genome is not None:
                 genome.close()
             raise
-        return BigWigDataset(coll, gen, num_workers=self.num_workers, queue_size=self.queue_size,
-                             window_size=self.window_size, reduce=self.reduce, default_value=self.default_value,
-                             dtype=self.dtype, genome=genome, threads_per_worker=self.threads_per_worker,
-                             owns_collection=True)
+        if report.mismatches:
+            warnings.warn(report.summary(), AssemblyWarning, stacklevel=2)
+        ds = BigWigDataset(coll, gen, num_workers=self.num_workers, queue_size=self.queue_size,
+                           window_size=self.window_size, reduce=self.reduce, default_value=self.default_value,
+                           dtype=self.dtype, genome=genome, threads_per_worker=self.threads_per_worker,
+                           value_transforms=self.value_transforms, owns_collection=True)
+        ds.assembly = report
+        return ds
+
+    def _open_genome(self, coll):
+        """The reference genome under the bigWigs' chromosome names (chromosome_aliases applied)."""
+        if not self.reference_genome:
+            return None
+        from .assembly import resolve_aliases
+        from .sequence import ReferenceGenome
+        genome = ReferenceGenome(self.reference_genome, one_hot_unknown=self.one_hot_unknown)
+        if self.chromosome_aliases is not None:
+            try:
+                aliases = self.chromosome_aliases
+                if isinstance(aliases, dict):
+                    aliases = {str(k): str(v) for k, v in aliases.items()}
+                names = resolve_aliases(aliases, list(genome.chrom_sizes), list(coll.chrom_sizes))
+            finally:
+                genome.close()
+            genome = ReferenceGenome(self.reference_genome, one_hot_unknown=self.one_hot_unknown, aliases=names)
+        try:
+            genome.check_chromosomes(list(coll.chrom_sizes))
+        except BaseException:
+            genome.close()
+            raise
+        return genome
+
+    def _sampling_extent(self, coll, genome):
+        """(chromosome sizes to sample within, AssemblyReport): the files' sizes compared on every
+        chromosome that can be sampled; a mismatch is an AssemblyError unless allow_size_mismatch,
+        which keeps only the extent every file covers."""
+        from .assembly import check_assembly, sampled_chromosomes
+        sampled = sampled_chromosomes(_regions(self.regions), _regions(self.exclude), coll.chrom_sizes)
+        report = check_assembly({p: f.chrom_sizes for p, f in zip(coll.paths, coll.files)}, sampled,
+                                fasta_sizes=genome.chrom_sizes if genome is not None else None,
+                                fasta_label=self.reference_genome or "the FASTA",
+                                allow_mismatch=self.allow_size_mismatch)
+        return {c: report.chrom_sizes.get(c, n) for c, n in coll.chrom_sizes.items()}, report
+
+
+def _settings_doc(cls) -> str:
+    """Every setting with its default and doc, for the class docstring (what help() shows)."""
+    import textwrap
+    lines = ["", "", "    Settings (the YAML keys):", ""]
+    for name in cls._knobs():
+        p = cls.param[name]
+        default = "none" if p.default is None else repr(p.default)
+        lines.append(f"    {name} (default {default})")
+        lines += textwrap.wrap(p.doc or "", width=92, initial_indent="        ", subsequent_indent="        ")
+    return "\n".join(lines)
+
+
+LoaderConfig.__doc__ = (LoaderConfig.__doc__ or "").rstrip() + _settings_doc(LoaderConfig)
 
 
 def _batch_tracks(tracks, n_tracks: int) -> int:
@@ -212,6 +346,11 @@ def _looks_like_path(text) -> bool:
 
 
 def _regions(spec):
+    """Config regions -> what QueryBatchGenerator takes (lists of intervals become tuples, also
+    inside each source of a mixture)."""
+    if isinstance(spec, dict):
+        return {name: ({k: _regions(v) if k in ("regions", "exclude") else v for k, v in src.items()}
+                       if isinstance(src, dict) else _regions(src)) for name, src in spec.items()}
     if isinstance(spec, list):
         return [tuple(r) for r in spec]
     return spec
@@ -221,6 +360,12 @@ def _plain(value):
     """NumPy scalars/arrays and tuples -> plain Python values that YAML can write."""
     if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
         return value.tolist()
+    if hasattr(value, "to_spec"):             # a ValueTransform step
+        return value.to_spec()
+    if isinstance(value, (list, tuple)) and value and all(hasattr(v, "weight") and hasattr(v, "regions")
+                                                          for v in value):   # RegionSource list: a mapping
+        return {v.name: {k: _plain(x) for k, x in (("regions", v.regions), ("weight", v.weight),
+                                                     ("exclude", v.exclude)) if x is not None} for v in value}
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

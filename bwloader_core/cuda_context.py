@@ -24,7 +24,7 @@ import numpy as np
 
 from .errors import BigWigFormatError
 from .stages import fetch_cuda, fill, parse, search
-from .stages.fetch import BlockTable, Words
+from .stages.fetch import BlockTable, Words, compact
 from .stages.plan import Queries
 
 THREADS_PER_BLOCK = 128
@@ -104,7 +104,9 @@ class CudaContext:
         """A host copy of a device array (waits for the stream)."""
         if self.simulated:
             return np.array(dev)
-        return dev.get(stream=self.stream)
+        host = dev.get(stream=self.stream)       # asynchronous on a stream: wait for it
+        self.stream.synchronize()
+        return host
 
     def synchronize(self):
         if self.stream is not None:
@@ -156,8 +158,8 @@ class CudaContext:
     def _fetch_hybrid(self, bp, table: BlockTable):
         """CPU threads read and inflate (partial inflate included), then one upload of the words."""
         host = self._host_words_buffer(table.total_words)
-        w = bp._fetcher.fetch(bp.collection.files, table, buf=host)
-        dev = self.upload(w.words, "words")
+        w = compact(bp._fetcher.fetch(bp.collection.files, table, buf=host))
+        dev = self.upload(w.words[:table.total_words] if w.words is host else w.words, "words")
         self._slots = w.block_start            # a block that overflowed its slot was placed after the others
         return dev, w.block_nbytes
 
@@ -214,7 +216,7 @@ class CudaContext:
         slots = np.concatenate([[0], np.cumsum((sub.capacity + 3) // 4)[:-1]]).astype(np.int64)
         sub = _with_slots(sub, slots)
         host = np.zeros(int(((sub.capacity + 3) // 4).sum()) + 16, np.uint32)
-        w = bp._fetcher.fetch(bp.collection.files, sub, buf=host)
+        w = compact(bp._fetcher.fetch(bp.collection.files, sub, buf=host))
         nbytes = nbytes.copy()
         for j, k in enumerate(bad.tolist()):
             m = int(w.block_nbytes[j])
@@ -225,7 +227,8 @@ class CudaContext:
                                                 f"bytes ({m}) than the GPU slot holds ({int(table.capacity[k])})")
             s0 = int(w.block_start[j])
             dst = int(table.slot[k])
-            words[dst:dst + nw] = w.words[s0:s0 + nw] if self.simulated else self.xp.asarray(w.words[s0:s0 + nw])
+            with self._on_stream():
+                words[dst:dst + nw] = w.words[s0:s0 + nw] if self.simulated else self.xp.asarray(w.words[s0:s0 + nw])
             nbytes[k] = m
         return nbytes
 
@@ -304,7 +307,8 @@ class CudaContext:
         covered = self.buffer("covered", n_pairs * nw, np.float64)
         acc = self.buffer("acc", n_pairs * nw, np.float64)
         overlap = self.buffer("overlap", 1, np.int32)
-        overlap[...] = 0
+        with self._on_stream():
+            overlap[...] = 0
         skip_nan = bool(np.isnan(spec.default_value))
         self.launch(window_accumulate, n_pairs, *args, np.int64(L), np.int64(w), skip_nan,
                     spec.reduce in ("max", "min"), spec.reduce == "max", sums, covered, acc, overlap)

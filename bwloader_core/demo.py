@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DEFAULT_CHROM_SIZES", "demo_track_names", "write_demo_collection", "demo_signal"]
+__all__ = ["DEFAULT_CHROM_SIZES", "demo_track_names", "write_demo_collection", "demo_signal",
+           "user_cache_dir", "default_demo_dir", "ensure_demo_collection"]
 
 #: about 5 Mb over five chromosomes
 DEFAULT_CHROM_SIZES = {"chr1": 2_000_000, "chr2": 1_500_000, "chr3": 1_000_000, "chrX": 500_000,
@@ -333,3 +334,52 @@ def write_demo_collection(directory, n_tracks: int = 8, chrom_sizes=None, seed: 
         json.dump(dict(tracks=[Path(p).name for p in paths], fasta=fasta.name, chrom_sizes=chrom_sizes,
                        writer=which, seed=seed, n_tracks=int(n_tracks)), fh, indent=1)
     return info
+
+
+def user_cache_dir() -> Path:
+    """bwloader's per-user cache folder: ``$XDG_CACHE_HOME/bwloader`` (default ``~/.cache/bwloader``)
+    on Linux, ``~/Library/Caches/bwloader`` on macOS, ``%LOCALAPPDATA%\\bwloader\\Cache`` on
+    Windows (the folders platformdirs would pick). Never next to the installed package."""
+    import sys
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
+        return Path(base) / "bwloader" / "Cache"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "bwloader"
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"   # XDG: relative paths are ignored
+    return base / "bwloader"
+
+
+def default_demo_dir() -> Path:
+    """Where `bwloader serve` (without --data) keeps the demo collection: ``user_cache_dir()/demo_data``."""
+    return user_cache_dir() / "demo_data"
+
+
+def ensure_demo_collection(directory=None, **kwargs) -> Path:
+    """The demo collection in `directory` (default `default_demo_dir()`), written when it is not
+    there yet. Written into a temporary sibling folder and renamed into place, so that two
+    processes starting at once never see a half-written collection. Returns the folder."""
+    import shutil
+    import tempfile
+
+    out = Path(directory) if directory is not None else default_demo_dir()
+    if (out / "demo_collection.json").is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        write_demo_collection(tmp, **kwargs)
+        try:
+            os.rename(tmp, out)            # atomic; fails when `out` exists (another process won)
+        except OSError:
+            if not (out / "demo_collection.json").is_file():
+                if out.is_dir() and not any(out.iterdir()):
+                    out.rmdir()
+                    os.rename(tmp, out)
+                else:
+                    raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out

@@ -9,6 +9,8 @@ Environment variables are documented overrides of the defaults, read when a Devi
 - ``BWLOADER_KERNEL=numpy`` runs the NumPy reference of every CPU stage instead of numba;
 - ``BWLOADER_NATIVE_FETCH=0`` reads and inflates on the Python path (no compiled pread + inflate);
 - ``BWLOADER_PARTIAL_INFLATE=0`` inflates every block whole;
+- ``BWLOADER_IN_PLACE=0`` copies blocks of uncompressed files into the slot buffer instead of
+  reading them where they lie in a memory map;
 - ``BWLOADER_CUDA_INFLATE=cpu`` makes a CUDA device inflate on CPU threads and upload the words
   (the "hybrid" path, also taken automatically when nvCOMP is missing).
 
@@ -112,13 +114,15 @@ class Device:
     stages. native_fetch: compiled pread + inflate on CPU threads. partial_inflate: stop
     inflating a block once the items a batch needs are out (CPU). inflater (cuda): 'nvcomp'
     (on the GPU) or 'cpu' (CPU threads, then one upload of the words). simulated: the CUDA
-    kernels run in numba's simulator on NumPy arrays."""
+    kernels run in numba's simulator on NumPy arrays. read_in_place (cpu): blocks of local
+    uncompressed files are searched where they lie in a memory map, not copied."""
     kind: str = "cpu"
     kernels: str = "numba"
     native_fetch: bool = True
     partial_inflate: bool = True
     inflater: str = "cpu"
     simulated: bool = False
+    read_in_place: bool = True
 
     def __post_init__(self):
         if self.kind not in ("cpu", "cuda"):
@@ -130,7 +134,7 @@ class Device:
 
     @classmethod
     def cpu(cls, kernels: str | None = None, native_fetch: bool | None = None,
-            partial_inflate: bool | None = None) -> "Device":
+            partial_inflate: bool | None = None, read_in_place: bool | None = None) -> "Device":
         """The CPU device; arguments left None take the environment overrides or the defaults."""
         if kernels is None:
             kernels = os.environ.get("BWLOADER_KERNEL", "numba")
@@ -138,7 +142,8 @@ class Device:
                 kernels = "numba"
         return cls("cpu", kernels,
                    _env_flag("BWLOADER_NATIVE_FETCH", True) if native_fetch is None else bool(native_fetch),
-                   _env_flag("BWLOADER_PARTIAL_INFLATE", True) if partial_inflate is None else bool(partial_inflate))
+                   _env_flag("BWLOADER_PARTIAL_INFLATE", True) if partial_inflate is None else bool(partial_inflate),
+                   read_in_place=_env_flag("BWLOADER_IN_PLACE", True) if read_in_place is None else bool(read_in_place))
 
     @classmethod
     def cuda(cls, inflater: str | None = None) -> "Device":
@@ -155,7 +160,8 @@ class Device:
                 _log_once("nvcomp", "backend='cuda': inflating on CPU threads, then uploading (%s)", why)
                 inflater = "cpu"
         base = cls.cpu()
-        return cls("cuda", "numba", base.native_fetch, base.partial_inflate, inflater, cuda_simulated())
+        return cls("cuda", "numba", base.native_fetch, base.partial_inflate, inflater, cuda_simulated(),
+                   read_in_place=False)
 
     @classmethod
     def resolve(cls, backend) -> "Device":

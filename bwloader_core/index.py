@@ -49,6 +49,7 @@ class FlatIndex:
     file_big_endian: np.ndarray   # bool (T,)
     file_compressed: np.ndarray   # bool (T,)
     file_uncompress_buf_size: np.ndarray  # int64 (T,): 0 for uncompressed files
+    file_in_place: np.ndarray     # bool (T,): data blocks can be read where they lie (memory map)
     all_local: bool               # every file is local (read by compiled preads through the descriptor pool)
     # per chromosome table (files with equal chromosome names and sizes share one), by global chromosome
     table_chrom_key: np.ndarray   # int64 (n_tables, G): key of base 0 of the chromosome
@@ -175,6 +176,7 @@ class FlatIndex:
             file_compressed=_frozen(np.array([f.compressed for f in files], bool)),
             file_uncompress_buf_size=_frozen(np.array([f.uncompress_buf_size if f.compressed else 0
                                                        for f in files], np.int64)),
+            file_in_place=_frozen(np.array([f.readable_in_place for f in files], bool)),
             all_local=all(f.is_local for f in files),
             table_chrom_key=_frozen(table_key), table_chrom_len=_frozen(table_len),
             chrom_key_base=_frozen(chrom_key_base), chrom_len_flat=_frozen(cat(len_flat, np.int64)),

@@ -479,6 +479,14 @@ class LocalSource:
         raise read_error(self.path, f"short read of {what}: wanted {size} bytes at offset {offset}, got {got}: "
                                     f"the file was truncated while open{now}", errno.EIO)
 
+    def current_size(self) -> int:
+        """The file's size now (it may have changed since it was opened)."""
+        fd = HANDLES.acquire(self)
+        try:
+            return os.fstat(fd).st_size
+        finally:
+            HANDLES.release(self)
+
     def pinned(self):
         """Keep the descriptor open across several reads (`with source.pinned(): ...`)."""
         return Lease([self], [0])

@@ -222,11 +222,21 @@ def check_chromosomes(bigwig_chrom_names: Iterable[str], path, query_chroms: Ite
     shared = [c for c in bw_names if c in fa_set]
 
     def _hint() -> str:
+        from .assembly import name_matches
+        parts = []
         bw_chr = sum(c.startswith("chr") for c in bw_names)
         fa_chr = sum(c.startswith("chr") for c in fasta_names)
         if (bw_chr > len(bw_names) // 2) != (fa_chr > len(fasta_names) // 2):
-            return " (one side uses a 'chr' prefix and the other does not: rename the contigs)"
-        return ""
+            parts.append("one side uses a 'chr' prefix and the other does not")
+        matches = name_matches(only_bw, fasta_names)
+        if matches:
+            shown = ", ".join(f"{c} = {f}" for c, f in list(matches.items())[:8])
+            more = f" and {len(matches) - 8} more" if len(matches) > 8 else ""
+            parts.append(f"these names would match (bigWigs = FASTA): {shown}{more}")
+        if not parts:
+            return ""
+        return (" (" + "; ".join(parts) + ". Set chromosome_aliases: auto, or a mapping {name in the FASTA: "
+                "name in the bigWigs}, to use the FASTA as it is)")
 
     sides = (f"only in the bigWigs: {_preview(only_bw)}; only in the FASTA {label}: {_preview(only_fa)}")
     if query_chroms is None:
@@ -269,9 +279,13 @@ class ReferenceGenome:
     one_hot_unknown:
         ``"zeros"`` (default): N and IUPAC ambiguity codes encode as all zeros; ``"quarter"``: 0.25 in
         every channel.
+    aliases:
+        ``{name used by the loader: name in the FASTA}`` (say ``{"chr1": "1", "chrM": "MT"}`` for an
+        Ensembl FASTA with UCSC-named bigWigs): the genome answers to the loader's names, and
+        ``chrom_sizes`` uses them. See :func:`bwloader_core.assembly.resolve_aliases`.
     """
 
-    def __init__(self, path, one_hot_unknown: str = "zeros"):
+    def __init__(self, path, one_hot_unknown: str = "zeros", aliases: Mapping[str, str] | None = None):
         if one_hot_unknown not in _ONE_HOT_UNKNOWN:
             raise ValueError(f"one_hot_unknown must be one of {_ONE_HOT_UNKNOWN}, got {one_hot_unknown!r}")
         self.path = os.fspath(path)
@@ -281,7 +295,10 @@ class ReferenceGenome:
         self._faidx = self._open_faidx()
         self._bgzf = bool(getattr(self._faidx, "_bgzf", False))
         self._index = {name: rec for name, rec in self._faidx.index.items()}
-        self.chrom_sizes: dict[str, int] = {name: int(rec.rlen) for name, rec in self._index.items()}
+        self.aliases = {str(k): str(v) for k, v in (aliases or {}).items() if str(v) in self._index and k != v}
+        from_file = {v: k for k, v in self.aliases.items()}
+        self.chrom_sizes: dict[str, int] = {from_file.get(name, name): int(rec.rlen)
+                                            for name, rec in self._index.items()}
         self._fd: int | None = None
         if not self._bgzf:
             self._fd = os.open(self.path, os.O_RDONLY)
@@ -337,10 +354,10 @@ class ReferenceGenome:
             pass
 
     def __getstate__(self):  # picklable for worker processes: reopened on the other side
-        return {"path": self.path, "one_hot_unknown": self.one_hot_unknown}
+        return {"path": self.path, "one_hot_unknown": self.one_hot_unknown, "aliases": self.aliases}
 
     def __setstate__(self, state):
-        self.__init__(state["path"], state["one_hot_unknown"])
+        self.__init__(state["path"], state["one_hot_unknown"], state.get("aliases"))
 
     def __repr__(self) -> str:
         return f"ReferenceGenome({self.path!r}, {len(self.chrom_sizes)} sequences)"
@@ -353,6 +370,7 @@ class ReferenceGenome:
         """Bytes of ``chrom[start:end]`` with ``0 <= start < end <= size``."""
         if self._faidx is None:
             raise ValueError(f"ReferenceGenome({self.path!r}) is closed")
+        chrom = self.aliases.get(chrom, chrom)
         if self._bgzf:
             return self._faidx.from_file(chrom, start + 1, end).encode("latin-1")
         rec = self._index[chrom]

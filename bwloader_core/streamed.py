@@ -12,13 +12,16 @@ import os
 import queue
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 from .batch import Batch
-from .batch_processor import BatchProcessor
-from .sequence import reverse_complement_codes
+from .batch_processor import BatchProcessor, OutputSpec
+from .dtypes import cast_output
+from .sequence import reverse_complement_codes, unknown_fraction
+from .transforms import apply_transforms, apply_transforms_inplace, parse_value_transforms
 
 log = logging.getLogger(__name__)
 _POLL = 0.05           # seconds between checks of the stop flag while blocked on a queue
@@ -26,28 +29,36 @@ _END, _ERROR, _ITEM = "end", "error", "item"
 
 
 @dataclass(frozen=True)
-class BatchSpec:
-    """How a query batch becomes a Batch (the knobs that do not choose the queries)."""
-    window_size: int = 1
-    reduce: str = "mean"
-    default_value: float = 0.0
-    dtype: str = "float32"
+class BatchSpec(OutputSpec):
+    """How a query batch becomes a Batch (the knobs that do not choose the queries): the values'
+    `OutputSpec` (window, reduction, default, dtype), and the sequences' dtype and transforms."""
     sequence_dtype: str | None = None   # None: the same as dtype
+    value_transforms: tuple = ()        # ValueTransform steps, applied in order after scaling
 
 
 def make_batch(qb, processor: BatchProcessor, genome, spec: BatchSpec) -> Batch:
-    """Read values (and sequences) for one QueryBatch."""
+    """Read values (and sequences) for one QueryBatch; apply the value transforms; reverse (and
+    swap strand pairs of) reverse-complemented samples."""
     t0 = time.perf_counter()
+    # transforms run on the float32 values; a narrower output dtype is rounded once, after them
+    read_dtype = "float32" if spec.value_transforms else spec.dtype
     values = processor.process(qb.chromosomes, qb.target_starts, qb.target_ends, tracks=qb.track_indices,
                                window_size=spec.window_size, reduce=spec.reduce,
-                               default_value=spec.default_value, dtype=spec.dtype)
+                               default_value=spec.default_value, dtype=read_dtype)
     timings = dict(processor.last_timings)
     xp = processor.device.xp          # NumPy, or CuPy on a GPU: values and sequences stay there
+    if spec.value_transforms:
+        t1 = time.perf_counter()
+        values = _transform_values(values, spec, xp)
+        timings["transform"] = time.perf_counter() - t1
     rc = np.asarray(qb.reverse_complement, bool)
+    partners = getattr(qb, "strand_partners", None)
     if rc.any():
         mask = xp.asarray(rc)
-        values[mask] = values[mask, ::-1, :]
+        flipped = values[mask, ::-1, :]
+        values[mask] = flipped if partners is None else flipped[:, :, xp.asarray(partners)]
     sequences = None
+    stats = {}
     if genome is not None:
         t1 = time.perf_counter()
         codes = getattr(qb, "sequence_codes", None)   # already read by the N filter
@@ -55,6 +66,7 @@ def make_batch(qb, processor: BatchProcessor, genome, spec: BatchSpec) -> Batch:
         if rc.any():
             codes[rc] = reverse_complement_codes(codes[rc])
         sequences = genome.one_hot(codes, dtype=spec.sequence_dtype or spec.dtype, xp=xp)
+        stats = _sequence_stats(codes)
         timings["sequence"] = time.perf_counter() - t1
     timings["total"] = time.perf_counter() - t0
     return Batch(values=values, chromosomes=np.asarray(qb.chromosomes), starts=np.asarray(qb.starts),
@@ -63,7 +75,34 @@ def make_batch(qb, processor: BatchProcessor, genome, spec: BatchSpec) -> Batch:
                  track_names=tuple(qb.track_names), reverse_complement=rc, sequences=sequences,
                  epoch=int(getattr(qb, "epoch", 0)), index=int(getattr(qb, "index", 0)), timings=timings,
                  dtype=str(spec.dtype), sequence_dtype=str(spec.sequence_dtype or spec.dtype),
-                 device=processor.device.name)
+                 device=processor.device.name,
+                 strand_partners=None if partners is None else np.asarray(partners),
+                 region_source=getattr(qb, "region_source", None),
+                 region_source_names=tuple(getattr(qb, "region_source_names", ())),
+                 stats=stats)
+
+
+def _sequence_stats(codes) -> dict:
+    """How much of the served sequence is unknown (N, IUPAC codes): a model fed mostly N learns
+    nothing, and nothing else would say so."""
+    per_sample = unknown_fraction(codes) if codes.size else np.zeros(len(codes))
+    return {"unknown_fraction": float(np.mean(per_sample)) if len(per_sample) else 0.0,
+            "all_unknown_samples": int(np.count_nonzero(per_sample >= 1.0))}
+
+
+def _transform_values(values32, spec: BatchSpec, xp):
+    """The value transforms on a batch's float32 values, then one rounding to the output dtype.
+    NumPy: in place (bit for bit the reference). A device (CuPy) array: each step's xp reference
+    on the device, and bfloat16 as uint16 bit patterns, as the GPU path outputs it."""
+    if isinstance(values32, np.ndarray):
+        return cast_output(apply_transforms_inplace(values32, spec.value_transforms), spec.dtype)
+    from .dtypes import resolve_dtype
+    from .stages.fill import to_bfloat16_bits
+    out = apply_transforms(values32, spec.value_transforms, xp)
+    dt = resolve_dtype(spec.dtype)
+    if dt == np.float32:
+        return out
+    return to_bfloat16_bits(out, xp) if dt.name == "bfloat16" else out.astype(dt)
 
 
 def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
@@ -137,19 +176,21 @@ class StreamedDataloader:
     inflate threads (default: the CPU count shared out among workers). At most `queue_size`
     query batches wait for a worker and at most `queue_size` finished batches wait for the
     consumer. Iterate once; use `with` (or `close()`) to stop early and join every thread.
+    `value_transforms` (see `bwloader_core.transforms`) are applied to every batch's values.
     """
 
     def __init__(self, query_source, collection, num_workers: int = 2, queue_size: int = 4,
                  window_size: int = 1, reduce: str = "mean", default_value: float = 0.0,
                  dtype: str = "float32", genome=None, threads_per_worker: int | None = None,
-                 sequence_dtype: str | None = None):
+                 sequence_dtype: str | None = None, value_transforms=None):
         if int(num_workers) < 1:
             raise ValueError(f"num_workers must be >= 1, got {num_workers}")
         if int(queue_size) < 1:
             raise ValueError(f"queue_size must be >= 1, got {queue_size}")
         self.collection = collection
         self.num_workers = int(num_workers)
-        self.spec = BatchSpec(int(window_size), reduce, float(default_value), dtype, sequence_dtype)
+        self.spec = BatchSpec(int(window_size), reduce, float(default_value), dtype, sequence_dtype,
+                              parse_value_transforms(value_transforms))
         # validate the knobs up front, in the caller's thread
         from .collection import REDUCTIONS
         from .dtypes import resolve_dtype
@@ -178,6 +219,8 @@ class StreamedDataloader:
         self.batches_yielded = 0
         self.samples_yielded = 0
         self.wait_seconds = 0.0
+        self._unknown_sum = 0.0          # sum over yielded batches of (unknown fraction x samples)
+        self._warned_unknown = False
 
     def _start(self):
         self._started = True
@@ -198,6 +241,7 @@ class StreamedDataloader:
                     nxt += 1
                     self.batches_yielded += 1
                     self.samples_yielded += batch.batch_size
+                    self._note_unknown(batch)
                     yield batch
                     continue
                 t0 = time.perf_counter()
@@ -213,6 +257,28 @@ class StreamedDataloader:
                 pending[seq] = payload
         finally:
             self.close()
+
+    @property
+    def unknown_fraction(self) -> float | None:
+        """Share of unknown (N / non-ACGT) bases in the sequences yielded so far (None without
+        sequences)."""
+        if not self.samples_yielded or not self._has_sequences:
+            return None
+        return self._unknown_sum / self.samples_yielded
+
+    _has_sequences = False
+
+    def _note_unknown(self, batch):
+        frac = batch.stats.get("unknown_fraction")
+        if frac is None:
+            return
+        self._has_sequences = True
+        self._unknown_sum += frac * batch.batch_size
+        if not self._warned_unknown and batch.stats.get("all_unknown_samples", 0) == batch.batch_size:
+            self._warned_unknown = True
+            warnings.warn(f"bwloader: every sequence of batch {batch.index} (epoch {batch.epoch}) is unknown bases "
+                          "(N) only: the FASTA may not cover these regions (another assembly?). Set "
+                          "max_unknown_fraction to redraw such windows", RuntimeWarning, stacklevel=3)
 
     def _get(self):
         while True:
@@ -291,7 +357,8 @@ def _genome_factory(genome):
     if isinstance(genome, (str, os.PathLike)):
         path, kw = os.fspath(genome), {}
     else:
-        path, kw = genome.path, {"one_hot_unknown": getattr(genome, "one_hot_unknown", "zeros")}
+        path, kw = genome.path, {"one_hot_unknown": getattr(genome, "one_hot_unknown", "zeros"),
+                                 "aliases": getattr(genome, "aliases", None)}
 
     def open_genome():
         from .sequence import ReferenceGenome

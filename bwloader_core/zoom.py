@@ -12,7 +12,7 @@ import numpy as np
 
 from .stages.fetch import inflate_one
 from .errors import BigWigFormatError
-from .format.rtree import read_rtree_leaves
+from .format.rtree import read_zoom_rtree_leaves
 from .io import read_blocks
 from .stages.fill import finalize_windows, split_at_windows
 
@@ -36,7 +36,7 @@ def zoom_index(bw_file, i: int):
     cache = bw_file.__dict__.setdefault("_zoom_index", {})
     if i not in cache:
         z = bw_file.zoom_levels[i]
-        leaves = read_rtree_leaves(bw_file._source, z.index_offset, bw_file.byteorder)
+        leaves = read_zoom_rtree_leaves(bw_file._source, z.index_offset, bw_file.byteorder)
         co = bw_file.chrom_offsets
         n = len(bw_file.chrom_names)
         if len(leaves) and (leaves["start_chrom"].max() >= n or leaves["end_chrom"].max() >= n):

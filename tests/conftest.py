@@ -7,6 +7,9 @@ pyBigWig's values for any file.
 """
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -45,6 +48,35 @@ def _make_fixture(name):
 
 for _name in data_files.FIXTURE_NAMES:
     globals()[f"_fixture_{_name}"] = _make_fixture(_name)
+
+
+# -- browser tests: pytest-playwright's `browser` fixture on the system Chromium --------------------
+CHROMIUM = "/usr/bin/chromium"
+LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def _chromium() -> str | None:
+    """/usr/bin/chromium, installed with apt when missing and we may (root, apt-get present)."""
+    if os.path.exists(CHROMIUM):
+        return CHROMIUM
+    if shutil.which("apt-get") and hasattr(os, "geteuid") and os.geteuid() == 0:
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        try:
+            subprocess.run(["apt-get", "update", "-qq"], env=env, timeout=300, capture_output=True)
+            subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], env=env, timeout=600, capture_output=True)
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return CHROMIUM if os.path.exists(CHROMIUM) else None
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    """pytest-playwright launches the system Chromium (`playwright install` cannot download here)."""
+    exe = _chromium()
+    if exe is None:
+        pytest.skip("Chromium is not installed and cannot be installed here (`make test` installs it)")
+    return {**browser_type_launch_args, "executable_path": exe, "args": LAUNCH_ARGS, "headless": True}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,9 +1,9 @@
-"""The dashboard's models (app/models.py) without a browser: real demo files in a temporary data root."""
+"""The dashboard's models (bwloader_app: data_root, state, stream, sweep, plot_data) without a browser:
+real demo files in a temporary data root."""
 from __future__ import annotations
 
 import os
 import shutil
-import sys
 import threading
 import time
 from pathlib import Path
@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 pytest.importorskip("param")
-sys.path.append(str(Path(__file__).resolve().parent.parent))   # the `app` package of the checkout
 
-from app.models import (DashboardState, PathOutsideRootError, confine, dna_view,  # noqa: E402
-                        minmax_decimate, sample_view)
+from bwloader_app.data_root import PathOutsideRootError, confine  # noqa: E402
+from bwloader_app.plot_data import dna_view, minmax_decimate, sample_view  # noqa: E402
+from bwloader_app.state import DashboardState  # noqa: E402
 from bwloader_core import LoaderConfig  # noqa: E402
 from bwloader_core.demo import write_demo_collection  # noqa: E402
 
@@ -84,6 +84,21 @@ def test_browser_finds_folder_tracks_fasta_and_summaries(state, data_root):
     assert cfg.reference_genome == str((data_root / "demo" / "genome.fa").resolve())
 
 
+def test_file_summary_says_compressed_and_what_transcoding_gains(data_root, tmp_path):
+    """The file table's "blocks stored" and "transcoding" columns: a compressed demo track gets the
+    estimated size and the measured speed ratio; its transcoded copy is raw and read in place."""
+    from bwloader_app.data_root import file_summary
+    from bwloader_core.transcode import transcode
+    src = data_root / "demo" / "CTCF_rep1.bw"
+    s = file_summary(src)
+    assert s["compressed"] and not s["in_place"]
+    assert s["transcoded_bytes"] > s["size_bytes"] and "x the disk" in s["transcode_note"]
+    assert "faster" in s["transcode_note"]
+    (out,) = transcode([str(src)], tmp_path, progress=False)
+    t = file_summary(out.output)
+    assert not t["compressed"] and t["in_place"] and t["transcode_note"] == ""
+
+
 def test_confine_refuses_dotdot_absolute_and_symlinks(data_root):
     root = data_root.resolve()
     assert confine(root, "demo") == root / "demo"
@@ -138,9 +153,9 @@ def test_widgets_drive_the_config_and_yaml(state):
 
 
 def test_backend_offers_cuda_only_with_a_gpu(state):
-    from bwloader_core.backend import _cuda_unavailable_reason
+    from bwloader_core.device import cuda_unavailable_reason
     offered = state.config.param.backend.objects
-    assert ("cuda" in offered) == (_cuda_unavailable_reason() is None)
+    assert ("cuda" in offered) == (cuda_unavailable_reason() is None)
     assert {"cpu", "auto"} <= set(offered)
     assert "cuda" in LoaderConfig.param.backend.objects      # the class itself is untouched
 
@@ -329,7 +344,7 @@ def test_sweep_measures_batch_sizes_times_workers_and_the_baseline(state):
 
 def test_pybigwig_baseline_matches_the_loader(state):
     pytest.importorskip("pyBigWig")
-    from app.models import pybigwig_loop
+    from bwloader_app.sweep import pybigwig_loop
     state.config.param.update(sequence_length=300, window_size=3, batch_size=4, reference_genome=None)
     with state.config.build() as ds:
         qb = ds.generator.batch(0, 0)
@@ -386,7 +401,7 @@ def test_sample_view_undoes_the_reverse_complement(state):
 # -- views build without a browser ---------------------------------------------------------------
 def test_views_build_and_render_to_bokeh(state):
     pytest.importorskip("panel")
-    from app.views import Dashboard
+    from bwloader_app import Dashboard
     d = Dashboard(state)
     root = d.__panel__().get_root()
     assert root is not None
@@ -400,10 +415,130 @@ def test_views_build_and_render_to_bokeh(state):
 
 
 def test_uploads_are_size_limited(state):
-    from app.models import MAX_BED_BYTES, MAX_YAML_BYTES
+    from bwloader_app.state import MAX_BED_BYTES, MAX_YAML_BYTES
     before = state.config.to_yaml()
     assert not state.load_yaml(b"a: 1\n" * (MAX_YAML_BYTES // 5 + 1), "big.yaml")
     assert "larger than" in state.upload_error and "big.yaml" in state.upload_error
     assert state.config.to_yaml() == before
     assert not state.load_bed(b"chr1\t0\t10\n" * (MAX_BED_BYTES // 10 + 1), "big.bed")
     assert "larger than" in state.bed_error
+
+
+def test_live_figure_follows_the_stream_and_stays_after_pause(state):
+    """Start, Pause, Start again: the big samples/s figure is the history's last point while
+    running, keeps it (status paused) after Pause, and comes from the new run after Start."""
+    state.config.param.update(sequence_length=200, batch_size=4, num_workers=2)
+    st = state.stream
+    st.redraw_interval = 0.2
+    for _ in range(2):
+        state.start()
+        assert _poll_until(state, lambda: len(st.history) >= 4, timeout=60)
+        assert st.samples_per_s == pytest.approx(st.history[-1][1], rel=1e-9)
+        state.pause()
+        assert st.wait(30)
+        state.poll()
+        state.poll()
+        assert st.status == "paused"
+        last = st.history[-1][1]
+        assert abs(st.samples_per_s - last) <= 0.25 * last, (st.samples_per_s, last)
+        frozen = (st.samples_per_s, st.mb_per_s)
+        time.sleep(0.3)
+        state.poll()
+        assert (st.samples_per_s, st.mb_per_s) == frozen            # paused: the figure stays
+    assert st.unknown_fraction is not None and 0.0 <= st.unknown_fraction <= 0.5
+
+
+# -- a data root as users have them: several folders, a broken file, a FASTA of another assembly --
+@pytest.fixture(scope="module")
+def mixed_root(tmp_path_factory):
+    """lab_a: 2 tracks + its genome.fa + bad_bw.bw (not a bigWig); lab_a2: the same assembly, no
+    FASTA; lab_b: another assembly (chr1 shorter), no FASTA; refs/toy.fa: chr1 and chr2 of 2,000 bp."""
+    root = tmp_path_factory.mktemp("mixed")
+    sizes_a = {"chr1": 300_000, "chr2": 200_000}
+    write_demo_collection(root / "lab_a", n_tracks=2, chrom_sizes=sizes_a, seed=5)
+    (root / "lab_a" / "bad_bw.bw").write_bytes(b"<html>not a bigWig: a download that failed</html>\n" * 4)
+    write_demo_collection(root / "lab_a2", n_tracks=2, chrom_sizes=sizes_a, seed=6)
+    (root / "lab_a2" / "genome.fa").unlink()
+    (root / "lab_a2" / "genome.fa.fai").unlink()
+    write_demo_collection(root / "lab_b", n_tracks=2, chrom_sizes={"chr1": 250_000, "chr2": 200_000}, seed=7)
+    (root / "lab_b" / "genome.fa").unlink()
+    (root / "lab_b" / "genome.fa.fai").unlink()
+    (root / "refs").mkdir()
+    with open(root / "refs" / "toy.fa", "w") as fh:
+        for c in ("chr1", "chr2"):
+            fh.write(f">{c}\n" + "ACGTTGCA" * 250 + "\n")
+    return root
+
+
+@pytest.fixture
+def mixed(mixed_root):
+    s = DashboardState(mixed_root)
+    s.config.param.update(batch_size=4, sequence_length=500)
+    yield s
+    s.close()
+
+
+def test_unreadable_file_is_listed_with_its_reason_and_not_selectable(mixed):
+    b = mixed.browser
+    assert b.folders == ["lab_a", "lab_a2", "lab_b"] and b.folder == "lab_a"
+    assert sorted(b.param.tracks.objects) == sorted(b.tracks) and "bad_bw" not in b.param.tracks.objects
+    assert [u["file"] for u in b.unreadable] == ["bad_bw.bw"] and "not a bigWig" in b.unreadable[0]["reason"]
+    assert "not readable, left out: bad_bw.bw" in b.message
+    assert not any("bad_bw" in p for p in mixed.config.bigwig_paths)
+    mixed.step()
+    assert mixed.stream.wait(60)
+    mixed.poll()
+    assert mixed.stream.error == "" and mixed.stream.batch.values.shape == (4, 500, 2)
+
+
+def test_folder_change_resets_the_fasta_unless_pinned_and_fitting(mixed):
+    b = mixed.browser
+    assert b.fasta == "lab_a/genome.fa"
+    b.folder = "lab_b"                                       # no FASTA of its own: none
+    assert b.fasta == "" and mixed.config.reference_genome is None
+    b.folder = "lab_a"                                       # exactly one of its own: that one
+    assert b.fasta == "lab_a/genome.fa"
+    b.fasta_pinned = True
+    b.folder = "lab_a2"                                      # same assembly: the pinned FASTA stays
+    assert b.fasta == "lab_a/genome.fa" and mixed.config.reference_genome.endswith("lab_a/genome.fa")
+    b.folder = "lab_b"                                       # chr1 differs: it does not fit, so none
+    assert b.fasta == ""
+
+
+def test_mismatched_fasta_is_flagged_at_once_and_allow_size_mismatch_runs(mixed):
+    mixed.browser.fasta = "refs/toy.fa"
+    assert mixed.files_check_level == "error"
+    msg = mixed.files_check
+    assert "chr1: 300,000 bp in" in msg and "2,000 bp in" in msg and "toy.fa" in msg and "allow_size_mismatch" in msg
+    mixed.step()
+    assert mixed.stream.wait(60)
+    mixed.poll()
+    assert mixed.stream.status == "error" and "chromosome sizes differ" in mixed.stream.error
+    mixed.config.allow_size_mismatch = True
+    assert mixed.files_check_level == "warning" and "4,000 of 500,000 bp" in mixed.files_check
+    mixed.step()
+    assert mixed.stream.wait(60)
+    mixed.poll()
+    b = mixed.stream.batch
+    assert mixed.stream.error == "" and (b.ends <= 2_000).all() and b.stats["unknown_fraction"] == 0.0
+    assert "allow_size_mismatch: true" in mixed.yaml_text
+
+
+def test_every_setting_has_its_doc_as_a_tooltip(state):
+    """help(LoaderConfig) and the dashboard say the same about every setting."""
+    import panel as pn
+    from bwloader_app import Dashboard
+    from bwloader_app.util import knob_names
+    d = Dashboard(state)
+    shown = set()
+    for w in d.__panel__().select(pn.widgets.Widget):
+        shown.add(getattr(w, "description", None) or "")
+        if isinstance(w, pn.widgets.TooltipIcon):
+            shown.add(str(w.value))
+    help_text = LoaderConfig.__doc__
+    for name in knob_names():
+        doc = LoaderConfig.param[name].doc
+        assert doc and len(doc) > 15, name
+        assert any(doc in t for t in shown), name                  # a tooltip on the page
+        assert name in help_text and doc.split()[0] in help_text, name
+    d.close()

@@ -1,13 +1,13 @@
 """The dashboard in a real browser: `panel serve app/dashboard.py` on demo data made in a temporary
 folder, driven by headless Chromium through Playwright (pytest-playwright's `browser` fixture).
 
-The tests run in file order on one page (a page load costs seconds): look, change a widget, step,
-stream, download and upload YAML, try a path outside the data root, sweep, and end the session.
+The tests run in file order on one page (a page load costs seconds): check that no request leaves
+localhost, look, change a widget, step, stream, download and upload YAML, try a path outside the
+data root, sweep, and end the session.
 """
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -21,34 +21,8 @@ pytest.importorskip("playwright")
 pytest.importorskip("panel")
 
 REPO = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run"]
 CHROMS = {"chr1": 400_000, "chr2": 250_000, "chrM": 16_569}
 TIMEOUT_MS = 45_000
-
-
-def _chromium() -> str | None:
-    """/usr/bin/chromium, installed with apt when missing and we may (root, apt-get present)."""
-    if os.path.exists(CHROMIUM):
-        return CHROMIUM
-    if shutil.which("apt-get") and hasattr(os, "geteuid") and os.geteuid() == 0:
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        try:
-            subprocess.run(["apt-get", "update", "-qq"], env=env, timeout=300, capture_output=True)
-            subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], env=env, timeout=600, capture_output=True)
-        except (OSError, subprocess.SubprocessError):
-            pass
-    return CHROMIUM if os.path.exists(CHROMIUM) else None
-
-
-@pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args):
-    """pytest-playwright launches the system Chromium (`playwright install` cannot download here)."""
-    exe = _chromium()
-    if exe is None:
-        pytest.skip("Chromium is not installed and cannot be installed here (`make test` installs it)")
-    return {**browser_type_launch_args, "executable_path": exe, "args": LAUNCH_ARGS, "headless": True}
 
 
 def _free_port() -> int:
@@ -57,13 +31,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """A real `panel serve app/dashboard.py` on a fresh demo collection; killed at the end."""
-    from bwloader_core.demo import write_demo_collection
-    base = tmp_path_factory.mktemp("dashboard")
-    root = base / "data"
-    write_demo_collection(root, n_tracks=4, chrom_sizes=CHROMS, seed=2)
+def _serve(root, base):
+    """`panel serve app/dashboard.py` on the data root `root`; yields its url, log and process."""
     port = _free_port()
     log_path = base / "server.log"
     log = open(log_path, "w")
@@ -95,6 +64,16 @@ def server(tmp_path_factory):
             proc.kill()
             proc.wait(5)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A real `panel serve app/dashboard.py` on a fresh demo collection; killed at the end."""
+    from bwloader_core.demo import write_demo_collection
+    base = tmp_path_factory.mktemp("dashboard")
+    root = base / "data"
+    write_demo_collection(root, n_tracks=4, chrom_sizes=CHROMS, seed=2)
+    yield from _serve(root, base)
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +131,37 @@ def _wait_text(page, text, timeout=TIMEOUT_MS):
     page.get_by_text(text).first.wait_for(timeout=timeout)
 
 
+def _is_local(url: str, origin: str) -> bool:
+    """A request the page makes to its own server (blob: URLs made from its own data included)."""
+    return url.startswith((origin + "/", "data:", f"blob:{origin}/")) or url in (origin, "about:blank")
+
+
 # ------------------------------------------------------------------------------------------------
+def test_nothing_leaves_localhost(browser, server):
+    """Every request of a page load and a Step goes to the dashboard's own server and succeeds:
+    no CDN scripts or styles, no web fonts (a cluster node has no internet)."""
+    origin = server["url"].rsplit("/", 1)[0]
+    ctx = browser.new_context(viewport={"width": 1500, "height": 1300})
+    ctx.set_default_timeout(TIMEOUT_MS)
+    pg = ctx.new_page()
+    requests, failed, bad_status = [], [], []
+    pg.on("request", lambda r: requests.append(r.url))
+    pg.on("requestfailed", lambda r: failed.append(f"{r.url}: {r.failure}"))
+    pg.on("response", lambda r: bad_status.append(f"{r.url}: {r.status}") if r.status >= 400 else None)
+    try:
+        pg.goto(server["url"], timeout=90_000)
+        pg.get_by_role("button", name="Step").wait_for(timeout=90_000)
+        pg.get_by_role("button", name="Step").click()
+        _wait_text(pg, "batches received: 1")
+        pg.wait_for_timeout(1500)                       # late requests (plots, fonts) included
+        outside = [u for u in requests if not _is_local(u, origin)]
+        assert len(requests) > 10                       # the page, its scripts and styles were seen
+        assert outside == [], "\n".join(outside)
+        assert failed == [] and bad_status == [], (failed, bad_status)
+    finally:
+        ctx.close()
+
+
 def test_page_shows_the_collection(page, server):
     _wait_text(page, str(server["root"].resolve()))
     for track in ("H3K27ac_rep1", "H3K4me3_rep1", "CTCF_rep1", "ATAC_rep1"):
@@ -160,6 +169,33 @@ def test_page_shows_the_collection(page, server):
     _wait_text(page, "reference_genome:")                       # the YAML preview
     assert page.get_by_role("textbox", name="Reference FASTA (empty: none)").input_value() == "genome.fa"
     assert page.js_errors == []
+
+
+def test_version_backend_placeholders_and_selected_radio_choice(page):
+    from bwloader_core import __version__
+    _wait_text(page, f"bwloader {__version__} · backend in use: cpu")
+    for text in ("automatic: the whole window", "automatic: CPUs / workers",
+                 "automatic: region length / (sequence length x batch size)"):
+        box = page.get_by_placeholder(text)
+        assert box.count() == 1 and box.input_value() == "", text
+    # every radio group (reduce, dtype, N handling, backend): the selected button stands out
+    groups = page.evaluate("""() => { const out = [];
+        const walk = (r) => r.querySelectorAll('*').forEach(e => {
+            if (e.classList && e.classList.contains('bk-btn-group')) {
+                const btns = Array.from(e.querySelectorAll('button'));
+                if (btns.length > 1) out.push(btns.map(b => [b.textContent.trim(), b.classList.contains('bk-active'),
+                                                          getComputedStyle(b).backgroundColor, getComputedStyle(b).color]));
+            }
+            if (e.shadowRoot) walk(e.shadowRoot); });
+        walk(document); return out; }""")
+    labels = {b[0] for g in groups for b in g}
+    assert {"mean", "float32", "zeros", "cpu"} <= labels, labels
+    for g in groups:
+        active = [b for b in g if b[1]]
+        assert len(active) == 1, g
+        others = [b for b in g if not b[1]]
+        assert all((b[2], b[3]) != (active[0][2], active[0][3]) for b in others), g   # colours differ
+        assert active[0][2] not in ("rgba(0, 0, 0, 0)", "transparent"), g           # filled, not outlined
 
 
 def test_changing_a_widget_changes_the_exported_config(page):
@@ -202,7 +238,7 @@ def test_start_streams_and_pause_stops(page):
         page.wait_for_timeout(300)
     assert n >= 4, status
     page.get_by_role("button", name="Pause").click()
-    _wait_text(page, "paused")
+    _wait_text(page, "paused · batches received")
     assert "samples/s" in _text_of(page, "bw-sps")
     assert _indicator(page, "bw-sps") > 0 and _indicator(page, "bw-mbps") > 0
     assert _indicator(page, "bw-batches") >= 4
@@ -264,7 +300,7 @@ def test_sweep_plots_samples_per_second(page):
     n.press("Enter")
     before = _canvas_count(page)
     page.get_by_role("button", name="Run sweep").click()
-    _wait_text(page, "sweep done", timeout=60_000)
+    _wait_text(page, "sweep done", timeout=120_000)
     deadline = time.monotonic() + 30
     while _canvas_count(page) <= before and time.monotonic() < deadline:
         page.wait_for_timeout(300)
@@ -313,3 +349,83 @@ def test_two_sessions_have_their_own_loaders(browser, server):
         pages[1].wait_for_timeout(300)
     assert received(pages[1]) > first and "running" in _status(pages[1])
     pages[1].context.close()
+
+
+# ------------------------------------------------------------------------------------------------
+# a data root as users have them: several folders, a broken file, a FASTA of another assembly
+@pytest.fixture(scope="module")
+def mixed_server(tmp_path_factory):
+    from bwloader_core.demo import write_demo_collection
+    base = tmp_path_factory.mktemp("mixed_dashboard")
+    root = base / "data"
+    write_demo_collection(root / "lab_a", n_tracks=2, chrom_sizes={"chr1": 300_000, "chr2": 200_000}, seed=5)
+    (root / "lab_a" / "bad_bw.bw").write_bytes(b"<html>not a bigWig: a download that failed</html>\n" * 4)
+    write_demo_collection(root / "lab_b", n_tracks=3, chrom_sizes={"chr1": 250_000, "chr2": 200_000}, seed=7)
+    (root / "lab_b" / "genome.fa").unlink()
+    (root / "lab_b" / "genome.fa.fai").unlink()
+    (root / "refs").mkdir()
+    with open(root / "refs" / "toy.fa", "w") as fh:
+        for c in ("chr1", "chr2"):
+            fh.write(f">{c}\n" + "ACGTTGCA" * 250 + "\n")
+    yield from _serve(root, base)
+
+
+def _track_options(page) -> list[str]:
+    return page.evaluate("""() => { const out = [];
+        const walk = (r) => r.querySelectorAll('*').forEach(e => {
+            if (e.tagName === 'OPTION') out.push(e.textContent.trim()); if (e.shadowRoot) walk(e.shadowRoot); });
+        walk(document); return out; }""")
+
+
+def test_broken_file_and_mismatched_fasta_show_messages_and_start_runs_on_what_reads(browser, mixed_server):
+    ctx = browser.new_context(viewport={"width": 1500, "height": 1300})
+    ctx.set_default_timeout(TIMEOUT_MS)
+    pg = ctx.new_page()
+    errors = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        pg.goto(mixed_server["url"], timeout=90_000)
+        pg.get_by_role("button", name="Step").wait_for(timeout=90_000)
+        # the broken file: listed with its reason, not a track
+        _wait_text(pg, "not readable, left out: bad_bw.bw")
+        assert "alert-warning" in _html_around(pg, "not readable, left out")
+        options = _track_options(pg)
+        assert "H3K27ac_rep1" in options and not any("bad_bw" in o for o in options)
+        fasta = pg.get_by_role("textbox", name="Reference FASTA (empty: none)")
+        assert fasta.input_value() == "lab_a/genome.fa"
+        # a FASTA of another assembly: flagged at once, and Start fails with the same message
+        fasta.fill("refs/toy.fa")
+        fasta.press("Enter")
+        _wait_text(pg, "chromosome sizes differ between the files")
+        assert "alert-danger" in _html_around(pg, "chromosome sizes differ")
+        assert pg.get_by_text("chr1: 300,000 bp in").count() >= 1
+        pg.get_by_role("button", name="Step").click()
+        _wait_text(pg, "error")
+        # allowed: the message says how much genome is left, and Start streams on the readable tracks
+        pg.locator("div.bk-Checkbox", has_text="Allow size mismatch").locator("input").check()
+        _wait_text(pg, "sampling only where every source has coordinates")
+        _wait_text(pg, "allow_size_mismatch: true")
+        pg.get_by_role("button", name="Start").click()
+        _wait_text(pg, "running")
+        deadline = time.monotonic() + 45
+        n = 0
+        while time.monotonic() < deadline and n < 3:
+            status = _status(pg)
+            n = int(status.split("batches received:")[1].split("·")[0]) if "batches received:" in status else 0
+            pg.wait_for_timeout(300)
+        assert n >= 3 and "N in sequences: 0.0%" in _status(pg)
+        pg.get_by_role("button", name="Pause").click()
+        _wait_text(pg, "paused · batches received")
+        pg.get_by_text("paused: the last figures of the run").first.wait_for()
+        # another folder: its own FASTA, here none
+        folder = pg.get_by_role("textbox", name="Folder of bigWig files (under the data root)")
+        folder.fill("lab_b")
+        folder.press("Enter")
+        deadline = time.monotonic() + 30
+        while fasta.input_value() != "" and time.monotonic() < deadline:
+            pg.wait_for_timeout(200)
+        assert fasta.input_value() == ""
+        assert "CTCF_rep1" in _track_options(pg)                          # lab_b's third track
+        assert errors == []
+    finally:
+        ctx.close()

@@ -16,7 +16,8 @@ pytestmark = pytest.mark.skipif(not native.available(), reason="zlib-ng / deflat
 
 
 def _processor(coll, native_on, partial=True, n_threads=2):
-    return BatchProcessor(coll, n_threads=n_threads, device=Device.cpu(native_fetch=native_on, partial_inflate=partial))
+    return BatchProcessor(coll, n_threads=n_threads,
+                          device=Device.cpu(native_fetch=native_on, partial_inflate=partial, read_in_place=False))
 
 
 @pytest.mark.parametrize("name", df.FIXTURE_NAMES)

@@ -188,3 +188,52 @@ def test_dataset_pickles_for_spawned_workers(tdata):
         clone.close()
     finally:
         ds.close()
+
+
+def _epochs(items):
+    return sorted({x["epoch"] for x in items})
+
+
+def _same(xs, ys):
+    xs, ys = sorted(xs, key=lambda x: x["index"]), sorted(ys, key=lambda x: x["index"])
+    return len(xs) == len(ys) and all(torch.equal(x["values"], y["values"]) and torch.equal(x["starts"], y["starts"])
+                                      for x, y in zip(xs, ys))
+
+
+def test_set_epoch_reaches_persistent_workers(tdata, capfd):
+    """The Lightning setup: persistent DataLoader workers. set_epoch in the main process decides
+    the epoch: set_epoch(0) twice gives the same batches, set_epoch(3) gives epoch 3, and without
+    set_epoch the next pass is the next epoch. No warning."""
+    ds = TorchBigWigDataset.from_config(make_config(tdata, num_workers=1, batches_per_epoch=4))
+    dl = loader(ds, num_workers=2, persistent_workers=True, timeout=60)
+    try:
+        ds.set_epoch(0)
+        a = list(dl)
+        ds.set_epoch(0)
+        b = list(dl)
+        ds.set_epoch(3)
+        c = list(dl)
+        d = list(dl)                     # no set_epoch: moves on
+        ds.set_epoch(7)
+        e = list(dl)
+        ds.set_epoch(3)
+        ref = list(loader(ds))           # one process, for the content of epoch 3
+    finally:
+        del dl
+        ds.close()
+    assert [_epochs(x) for x in (a, b, c, d, e)] == [[0], [0], [3], [4], [7]]
+    assert all(sorted(x["index"] for x in items) == [0, 1, 2, 3] for items in (a, b, c, d, e))
+    assert _same(a, b) and _same(c, ref) and not _same(a, c)
+    assert "set_epoch" not in capfd.readouterr().err
+
+
+def test_epochs_count_up_with_fresh_workers_without_set_epoch(tdata):
+    ds = TorchBigWigDataset.from_config(make_config(tdata, num_workers=1, batches_per_epoch=2, reference_genome=None))
+    try:
+        dl = loader(ds, num_workers=2, timeout=60)
+        first, second = list(dl), list(dl)
+        ds.set_epoch(5)
+        third = list(dl)
+    finally:
+        ds.close()
+    assert [_epochs(x) for x in (first, second, third)] == [[0], [1], [5]]

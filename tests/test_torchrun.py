@@ -126,8 +126,7 @@ def test_second_run_gives_identical_streams(two_runs):
 
 def test_shards_are_the_single_process_stream(two_runs, run_config):
     """Rank r's batch i is global batch i * WORLD + r of the same config run in one process."""
-    cfg = LoaderConfig.from_yaml(run_config)
-    cfg.reference_genome = None  # queries only
+    cfg = LoaderConfig.from_yaml(run_config)      # with its FASTA: the N filter decides windows too
     with cfg.build(rank=0, world_size=1) as ds:
         ds.set_epoch(EPOCH)
         single = list(ds)

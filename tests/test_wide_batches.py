@@ -9,6 +9,7 @@ import pytest
 import data_files as df
 from bwloader_core import BigWigCollection, BigWigFormatError
 from bwloader_core.batch_processor import BatchProcessor
+from bwloader_core.device import Device
 from bwloader_core.stages.fused import chunk_rows
 
 pyBigWig = pytest.importorskip("pyBigWig")
@@ -37,7 +38,9 @@ def test_fused_equals_staged_on_every_fixture(bw_files, name, monkeypatch):
     other = bw_files["pybigwig_mixed"]           # a file with other chromosomes: pairs without any block
     with BigWigCollection([f.path, other.path, f.path], track_names=["a", "b", "c"],
                           scaling=[1.0, 2.0, 0.5]) as coll:
-        p = BatchProcessor(coll, n_threads=2)
+        # uncompressed files are otherwise read where they lie (memory maps), not fused
+        p = BatchProcessor(coll, n_threads=2, device=Device.cpu(read_in_place=False))
+        in_place = BatchProcessor(coll, n_threads=2)
         rng = np.random.default_rng(5)
         chroms, starts, ends = df.random_queries(f, rng, 3000, 24)
         try:
@@ -49,8 +52,12 @@ def test_fused_equals_staged_on_every_fixture(bw_files, name, monkeypatch):
                     want = _staged(monkeypatch, p, chroms, starts, ends, window_size=window, reduce=reduce,
                                    default_value=default)
                     assert np.array_equal(_bits(got), _bits(want)), f"{name} w={window} {reduce} default={default}"
+                    other = in_place.process(chroms, starts, ends, window_size=window, reduce=reduce,
+                                             default_value=default)
+                    assert np.array_equal(_bits(got), _bits(other))
         finally:
             p.close()
+            in_place.close()
 
 
 def test_fused_with_track_selection_dtypes_and_oracle(bw_files, monkeypatch):

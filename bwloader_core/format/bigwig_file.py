@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import threading
 
 import numpy as np
 
@@ -13,6 +15,30 @@ from .header import (HEADER_SIZE, SUMMARY_SIZE, ZOOM_HEADER_SIZE, parse_header, 
 from .rtree import read_rtree_leaves, rtree_bytes_estimate
 from .spec import SECTION_TYPES
 
+
+
+def _map_file(fd: int, size: int, path: str) -> np.ndarray:
+    """A read-only shared map of `size` bytes of `fd` as a uint8 array, unmapped when the array and
+    every view of it are gone. libc's mmap, not Python's: that one keeps a duplicate descriptor per
+    map, which thousands of mapped files would add to the process's open files."""
+    import ctypes
+    import errno as _errno
+    import weakref
+    from ..errors import read_error
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    prot_read, map_shared = 1, 1
+    addr = libc.mmap(None, max(int(size), 1), prot_read, map_shared, fd, 0)
+    if addr is None or addr == ctypes.c_void_p(-1).value:
+        err = ctypes.get_errno() or _errno.EIO
+        raise read_error(path, f"cannot memory-map the file: {os.strerror(err)}", err)
+    buf = (ctypes.c_uint8 * max(int(size), 1)).from_address(addr)
+    weakref.finalize(buf, libc.munmap, addr, max(int(size), 1))
+    arr = np.frombuffer(buf, np.uint8, count=int(size))
+    arr.setflags(write=False)
+    return arr
 
 
 class _Windows:
@@ -207,7 +233,41 @@ class BigWigFile:
             fetcher.close()
         return {k: v for k, v in counts.items() if v}
 
+    @property
+    def readable_in_place(self) -> bool:
+        """True for a local, uncompressed, little-endian file on a little-endian machine: its data
+        blocks can be searched where they lie, in a memory map (`memory_map`), without a copy."""
+        return (not self.compressed and self.byteorder == "<" and sys.byteorder == "little"
+                and self.is_local)
+
+    def memory_map(self) -> np.ndarray:
+        """The whole file as a read-only uint8 array, mapped on first use; unmapped once `close`
+        has dropped it and no batch holds a view of it any more. The map holds no descriptor
+        (mapped through the pool's, which may close afterwards: thousands of mapped files fit in
+        a low `ulimit -n`). Callers check `still_whole()` before reading it: a mapped file
+        truncated while open would fault the process (SIGBUS) instead of raising."""
+        m = self.__dict__.get("_map")
+        if m is None:
+            with self.__dict__.setdefault("_map_lock", threading.Lock()):
+                m = self.__dict__.get("_map")
+                if m is None:
+                    if not self.is_local:
+                        raise ValueError(f"{self.path}: only local files can be memory-mapped")
+                    with self._source.pinned() as lease:     # the pool's descriptor, open while mapping
+                        m = self._map = _map_file(int(lease.fds[0]), self.file_size, self.path)
+        return m
+
+    def still_whole(self) -> bool:
+        """False when the file is now shorter than when it was opened (truncated while open)."""
+        if not self.is_local:
+            return True
+        try:
+            return self._source.current_size() >= self.file_size
+        except OSError:
+            return False
+
     def close(self):
+        self.__dict__.pop("_map", None)       # unmapped when the last view of it goes
         self._source.close()
 
     def __enter__(self):

@@ -44,3 +44,24 @@ def rtree_bytes_estimate(item_count: int, block_size: int) -> int:
         if level <= 1:
             break
     return RTREE_HEADER_SIZE + nodes * (4 + bs * 32)
+
+
+def read_zoom_rtree_leaves(source, offset: int, bo: str) -> np.ndarray:
+    """Like read_rtree_leaves, for a zoom level's R-tree. libBigWig (pyBigWig, deepTools) writes a
+    zoom R-tree's itemCount as its number of zoom records, not of blocks, so the count is not checked;
+    the walk is bounded by the file size instead."""
+    path = source.path
+    magic, block_size = struct.unpack_from(bo + "II", source.pread(offset, 8, "zoom R-tree index header"))
+    if magic != RTREE_MAGIC:
+        raise BigWigFormatError(path, f"bad zoom R-tree index magic 0x{magic:08X} at offset {offset}")
+    if block_size == 0:
+        raise BigWigFormatError(path, "zoom R-tree blockSize is 0")
+    leaf_dt = np.dtype([("start_chrom", bo + "u4"), ("start_base", bo + "u4"), ("end_chrom", bo + "u4"),
+                        ("end_base", bo + "u4"), ("offset", bo + "u8"), ("size", bo + "u8")])
+    node_dt = np.dtype([("start_chrom", bo + "u4"), ("start_base", bo + "u4"), ("end_chrom", bo + "u4"),
+                        ("end_base", bo + "u4"), ("child", bo + "u8")])
+    out = walk_tree(source, offset + RTREE_HEADER_SIZE, bo, block_size, max(source.size // leaf_dt.itemsize, 1),
+                    leaf_dt, node_dt, "zoom R-tree")
+    if len(out) and int((out["offset"].astype(np.int64) + out["size"].astype(np.int64)).max()) > source.size:
+        raise BigWigFormatError(path, "a zoom block lies past the end of the file: truncated or corrupt")
+    return out.astype(leaf_dt.newbyteorder("="))

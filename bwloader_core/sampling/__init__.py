@@ -1,7 +1,8 @@
 """Query sampling: regions, position and track samplers, and the sharded QueryBatchGenerator."""
 
 from .query_batch_generator import QueryBatch, QueryBatchGenerator, distributed_rank_world_size
-from .regions import Regions, load_regions, subtract
+from .mixture import RegionSource, parse_region_mixture
+from .regions import Regions, load_regions, parse_bed, subtract
 from .samplers import (
     AllTracks,
     ArrayPositions,
@@ -16,6 +17,7 @@ from .samplers import (
     make_track_sampler,
     positions_in_regions,
 )
+from .strands import PairedRandomTracks, StrandPairs
 
 __all__ = [
     "QueryBatch",
@@ -23,6 +25,7 @@ __all__ = [
     "distributed_rank_world_size",
     "Regions",
     "load_regions",
+    "parse_bed",
     "subtract",
     "RegionSampler",
     "PositionSource",
@@ -36,4 +39,8 @@ __all__ = [
     "CustomTracks",
     "make_track_sampler",
     "positions_in_regions",
+    "RegionSource",
+    "parse_region_mixture",
+    "StrandPairs",
+    "PairedRandomTracks",
 ]

@@ -18,9 +18,12 @@ import numpy as np
 
 from ..sequence import check_chromosomes
 from ..sequence import unknown_fraction as _seq_unknown_fraction
+from .mixture import MixtureCounts, RegionSource, is_region_mixture, parse_region_mixture
 from .regions import Regions, load_regions, subtract
 from .samplers import (
     ArrayPositions,
+    FixedTracks,
+    RandomTracks,
     RegionSampler,
     StreamPositions,
     TrackSampler,
@@ -29,6 +32,7 @@ from .samplers import (
     make_track_sampler,
     positions_in_regions,
 )
+from .strands import PairedRandomTracks, StrandPairs
 
 __all__ = ["QueryBatch", "QueryBatchGenerator", "distributed_rank_world_size"]
 
@@ -46,7 +50,10 @@ class QueryBatch:
     ``target_starts``/``target_ends`` the centred crop whose values are predicted
     (``center_bin_to_predict`` long; the whole window when it is None).
     ``sequence_codes`` holds the forward-strand ASCII codes of the windows when the generator read
-    them (for the unknown-base filter), else None.
+    them (for the unknown-base filter), else None. ``strand_partners`` gives, per track column, the
+    column of its strand partner (itself when unpaired; None without strand pairs): a
+    reverse-complemented sample swaps those columns. ``region_source`` is each sample's index into
+    ``region_source_names`` (the mixture's sources; ``("regions",)`` or ``("positions",)`` otherwise).
     """
 
     chromosomes: np.ndarray        # str, (batch,)
@@ -61,6 +68,9 @@ class QueryBatch:
     index: int                     # batch index within this rank's epoch
     global_index: int              # batch index over all ranks
     sequence_codes: np.ndarray | None = None
+    strand_partners: np.ndarray | None = None
+    region_source: np.ndarray | None = None
+    region_source_names: tuple[str, ...] = ()
 
     @property
     def batch_size(self) -> int:
@@ -106,7 +116,10 @@ class QueryBatchGenerator:
     regions, exclude:
         where window centres are drawn (anything :func:`load_regions` accepts; None = every
         chromosome) and what to remove from it (blacklist; chromosomes unknown to the collection are
-        ignored). With ``positions``, they filter the positions' centres instead.
+        ignored). With ``positions``, they filter the positions' centres instead. ``regions`` may
+        also be a weighted mixture of named sources (a mapping ``name -> {regions, weight,
+        exclude}`` or a list of :class:`RegionSource`): each batch draws from the sources in
+        proportion to their weights (see :mod:`.mixture`); ``exclude`` applies to every source.
     sequence_length:
         input window length; windows always lie inside their chromosome.
     center_bin_to_predict:
@@ -125,6 +138,11 @@ class QueryBatchGenerator:
     tracks:
         None (all), an int k (k random tracks per batch), a list of names/indices (fixed), a list of
         per-batch selections, a callable ``f(rng, stream_index)``, an iterable, or a TrackSampler.
+    strand_pairs:
+        track-name pairs of the two strands of stranded assays (a list of ``[plus, minus]`` or a
+        mapping plus -> minus): a reverse-complemented sample swaps each pair's columns. With
+        ``tracks=k`` pairs are drawn together; a fixed or per-batch selection must hold both
+        tracks of a pair it touches (see :mod:`.strands`).
     positions:
         a custom source of (chrom, centre) pairs (list, DataFrame, iterable, or a PositionSource)
         used instead of region sampling. Finite iterables are read once; a non-sized iterable with
@@ -161,6 +179,7 @@ class QueryBatchGenerator:
         genome=None,
         contain: str = "center",
         unknown_chroms: str = "error",
+        strand_pairs=None,
     ):
         # -- plain arguments ----------------------------------------------------------------------
         if not isinstance(chrom_sizes, Mapping) or not chrom_sizes:
@@ -240,13 +259,27 @@ class QueryBatchGenerator:
 
         # -- tracks ----------------------------------------------------------------------------------
         self.track_sampler: TrackSampler = make_track_sampler(tracks, self.track_names)
+        self.strand_pairs: StrandPairs | None = StrandPairs.parse(strand_pairs, self.track_names)
+        if self.strand_pairs is not None:
+            self._pair_track_sampler()
 
         # -- positions -------------------------------------------------------------------------------
         self._stream: StreamPositions | None = None
         self._array_positions: ArrayPositions | None = None
         self._region_sampler: RegionSampler | None = None
         self.regions: Regions | None = None
-        if positions is None:
+        self.region_sources: tuple[RegionSource, ...] = ()
+        self.region_source_names: tuple[str, ...] = ("regions",) if positions is None else ("positions",)
+        self._mixture: list[tuple[RegionSource, RegionSampler, Regions]] | None = None
+        if positions is not None and regions is not None and is_region_mixture(regions):
+            raise ValueError("regions: a weighted mixture of sources cannot filter custom positions; "
+                             "give one regions set, or drop positions")
+        if positions is None and is_region_mixture(regions):
+            self._init_mixture(regions, exclude, unknown_chroms, contain)
+            if batches_per_epoch is None:
+                total = sum(r.total_length for _, _, r in self._mixture)
+                batches_per_epoch = max(self.world_size, total // self.sequence_length // self.batch_size)
+        elif positions is None:
             regions_obj = load_regions(regions, self.chrom_sizes, unknown_chroms=unknown_chroms)
             if exclude is not None:
                 regions_obj = subtract(regions_obj, exclude)
@@ -294,6 +327,48 @@ class QueryBatchGenerator:
         self.epoch = 0
 
     # ------------------------------------------------------------------------------------------------
+    def _pair_track_sampler(self) -> None:
+        """Keep strand pairs together: k random tracks are drawn in pairs; fixed or listed
+        selections that split a pair are refused now (a callable or iterable, at its batch)."""
+        pairs, sampler = self.strand_pairs, self.track_sampler
+        if type(sampler) is RandomTracks:
+            self.track_sampler = PairedRandomTracks(self.track_names, sampler.k, pairs)
+        elif isinstance(sampler, FixedTracks):
+            pairs.columns(sampler.indices)
+        elif getattr(sampler, "_seq", None) is not None:
+            for i, sel in enumerate(sampler._seq):
+                pairs.columns(sel, f"tracks[{i}]")
+
+    def _init_mixture(self, spec, exclude, unknown_chroms, contain) -> None:
+        """One RegionSampler per source (its regions minus its own and the global exclusion)."""
+        self.region_sources = parse_region_mixture(spec)
+        self.region_source_names = tuple(s.name for s in self.region_sources)
+        mixture = []
+        for src in self.region_sources:
+            try:
+                reg = load_regions(src.regions, self.chrom_sizes, unknown_chroms=unknown_chroms)
+                for exc in (src.exclude, exclude):
+                    if exc is not None:
+                        reg = subtract(reg, exc)
+                if len(reg) == 0:
+                    raise ValueError("no region is left to sample from (after clipping and exclusion)")
+                sampler = RegionSampler(reg, self.sequence_length, self.jitter, contain) if src.weight > 0 else None
+            except (ValueError, TypeError, OSError) as exc:
+                # the plain class of the error (a UnicodeDecodeError cannot be rebuilt from a message)
+                cls = next(c for c in (FileNotFoundError, OSError, TypeError, ValueError) if isinstance(exc, c))
+                raise cls(f"regions: source {src.name!r}: {str(exc).removeprefix('regions: ')}") from None
+            mixture.append((src, sampler, reg))
+        self._mixture = mixture
+        self._mix_counts = MixtureCounts([s.weight for s in self.region_sources], self.batch_size)
+        union = [r for _, _, r in mixture]
+        self.regions = Regions.from_arrays(
+            self.chrom_sizes, np.concatenate([r.chroms for r in union]),
+            np.concatenate([r.starts for r in union]), np.concatenate([r.ends for r in union]),
+            source="regions mixture")
+        for _, sampler, _ in mixture:
+            if sampler is not None:
+                self._check_genome(sampler.chrom_ids)
+
     def _check_genome(self, chrom_ids: np.ndarray) -> None:
         """Every chromosome that can be queried must be in the FASTA: fail now, not mid-epoch."""
         if self.genome is None:
@@ -344,6 +419,9 @@ class QueryBatchGenerator:
 
     def __repr__(self) -> str:
         where = repr(self.regions) if self.regions is not None else "custom positions"
+        if self._mixture is not None:
+            where = "mixture " + ", ".join(f"{s.name} {f:.0%}" for (s, _, _), f in
+                                           zip(self._mixture, self._mix_counts.fractions))
         return (f"QueryBatchGenerator({where}, sequence_length={self.sequence_length}, batch_size={self.batch_size}, "
                 f"batches={len(self)}/rank, rank={self.rank}/{self.world_size}, seed={self.seed}, epoch={self.epoch})")
 
@@ -371,15 +449,18 @@ class QueryBatchGenerator:
         rng = np.random.default_rng([self.seed, epoch, g])
         tracks = self.track_sampler(rng, epoch * self._global_per_epoch + g)
         rc = self._draw_rc(rng)
-        if self._region_sampler is not None:
-            ids, starts, codes = self._draw_region_windows(rng)
+        source = None
+        if self._mixture is not None:
+            ids, starts, codes, source = self._draw_mixture(rng)
+        elif self._region_sampler is not None:
+            ids, starts, codes = self._draw_region_windows(rng, self._region_sampler, self.batch_size)
         else:
             ids, centres = self._array_positions.take(self.seed, epoch, g, self.batch_size)
             starts = self._shift(rng, ids, centres)
             codes = None
             if self.max_unknown_fraction is not None and self.jitter:
                 ids, starts, codes = self._refill_positions(rng, ids, starts, epoch, g)
-        return self._make(ids, starts, tracks, rc, codes, epoch, index, g)
+        return self._make(ids, starts, tracks, rc, codes, epoch, index, g, source)
 
     # ------------------------------------------------------------------------------------------------
     def _draw_rc(self, rng) -> np.ndarray:
@@ -398,9 +479,29 @@ class QueryBatchGenerator:
     def _codes(self, ids, starts) -> np.ndarray:
         return self.genome.fetch_batch(self.names[ids], starts, starts + self.sequence_length)
 
-    def _draw_region_windows(self, rng):
+    def _draw_mixture(self, rng):
+        """Counts per source, a shuffled assignment of batch slots to sources, then each source's
+        windows (redrawn from the same source when the unknown-base filter rejects one)."""
+        counts = self._mix_counts(rng)
+        source = rng.permutation(np.repeat(np.arange(len(counts), dtype=np.int64), counts))
         n = self.batch_size
-        ids, centres = self._region_sampler.sample(rng, n)
+        ids = np.empty(n, dtype=np.int64)
+        starts = np.empty(n, dtype=np.int64)
+        codes = None
+        for i, (_, sampler, _) in enumerate(self._mixture):
+            if counts[i] == 0:
+                continue
+            slots = source == i
+            s_ids, s_starts, s_codes = self._draw_region_windows(rng, sampler, int(counts[i]))
+            ids[slots], starts[slots] = s_ids, s_starts
+            if s_codes is not None:
+                if codes is None:
+                    codes = np.empty((n,) + s_codes.shape[1:], dtype=s_codes.dtype)
+                codes[slots] = s_codes
+        return ids, starts, codes, source
+
+    def _draw_region_windows(self, rng, sampler: RegionSampler, n: int):
+        ids, centres = sampler.sample(rng, n)
         starts = self._shift(rng, ids, centres)
         if self.max_unknown_fraction is None:
             return ids, starts, None
@@ -421,7 +522,7 @@ class QueryBatchGenerator:
             need = n - accepted
             rate = max(accepted / drawn, 1.0 / _MAX_OVERSAMPLE)
             m = min(int(math.ceil(need / rate * 1.25)), need * _MAX_OVERSAMPLE)
-            ids, centres = self._region_sampler.sample(rng, m)
+            ids, centres = sampler.sample(rng, m)
             starts = self._shift(rng, ids, centres)
             codes = self._codes(ids, starts)
             ok = _unknown_fraction(codes) <= self.max_unknown_fraction
@@ -445,8 +546,14 @@ class QueryBatchGenerator:
             codes[bad] = self._codes(ids[bad], starts[bad])
         return ids, starts, codes
 
-    def _make(self, ids, starts, tracks, rc, codes, epoch, index, g) -> QueryBatch:
+    def _make(self, ids, starts, tracks, rc, codes, epoch, index, g, source=None) -> QueryBatch:
         starts = np.ascontiguousarray(starts, dtype=np.int64)
+        tracks = np.asarray(tracks, dtype=np.int64)
+        partners = None
+        if self.strand_pairs is not None:
+            partners = self.strand_pairs.columns(tracks, f"tracks (batch {g} of epoch {epoch})")
+        if source is None:
+            source = np.zeros(len(starts), dtype=np.int64)
         ends = starts + self.sequence_length
         t_starts = starts + self.target_offset
         return QueryBatch(
@@ -462,6 +569,9 @@ class QueryBatchGenerator:
             index=index,
             global_index=g,
             sequence_codes=codes,
+            strand_partners=partners,
+            region_source=source,
+            region_source_names=self.region_source_names,
         )
 
     # -- streamed positions ---------------------------------------------------------------------------

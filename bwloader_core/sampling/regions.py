@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Regions", "load_regions", "subtract"]
+__all__ = ["Regions", "load_regions", "parse_bed", "subtract"]
 
 _UNKNOWN_CHOICES = ("error", "drop")
 _CHROM_COLUMNS = ("chrom", "chromosome", "chr", "seqname", "seqnames", "contig")
@@ -181,35 +181,52 @@ def _merge_sorted(ids: np.ndarray, starts: np.ndarray, ends: np.ndarray):
 
 def _read_bed(path: str, chrom_sizes, unknown_chroms: str) -> Regions:
     opener = gzip.open if path.endswith(".gz") else open
-    chroms, starts, ends = [], [], []
     try:
         fh = opener(path, "rt")
     except OSError as exc:
         raise FileNotFoundError(f"cannot open BED file {path}: {exc}") from exc
     with fh:
-        for lineno, line in enumerate(fh, 1):
-            stripped = line.strip()
-            if not stripped or stripped.startswith(("#", "track", "browser")):
-                continue
-            fields = stripped.split("\t") if "\t" in stripped else stripped.split()
-            if len(fields) < 3:
-                raise ValueError(
-                    f"{path}:{lineno}: a BED line needs at least 3 columns (chrom, start, end), got {len(fields)}: {stripped[:80]!r}"
-                )
-            chrom, s, e = fields[0].strip(), fields[1].strip(), fields[2].strip()
-            try:
-                s_i, e_i = int(s), int(e)
-            except ValueError:
-                raise ValueError(
-                    f"{path}:{lineno}: start and end must be integers, got {s!r} and {e!r}"
-                ) from None
-            if s_i < 0 or e_i < s_i:
-                raise ValueError(f"{path}:{lineno}: invalid interval {chrom}:{s_i}-{e_i} (need 0 <= start <= end)")
-            chroms.append(chrom)
-            starts.append(s_i)
-            ends.append(e_i)
+        return parse_bed(fh, chrom_sizes, unknown_chroms=unknown_chroms, source=path)
+
+
+def parse_bed(text, chrom_sizes: Mapping[str, int], *, unknown_chroms: str = "error",
+              source: str = "BED") -> Regions:
+    """Regions from BED *content* (not a path): a str or bytes (UTF-8, gzip-compressed allowed),
+    or an iterable of lines (an open text file). For uploads and in-memory data: no temporary
+    file. Errors name ``source`` and the line (``source:line: ...``)."""
+    if isinstance(text, (bytes, bytearray, memoryview)):
+        raw = bytes(text)
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{source}: not a text (UTF-8) BED file ({exc.reason} at byte {exc.start})") from None
+    lines = text.splitlines() if isinstance(text, str) else text
+    chroms, starts, ends = [], [], []
+    for lineno, line in enumerate(lines, 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith(("#", "track", "browser")):
+            continue
+        fields = stripped.split("\t") if "\t" in stripped else stripped.split()
+        if len(fields) < 3:
+            raise ValueError(
+                f"{source}:{lineno}: a BED line needs at least 3 columns (chrom, start, end), got {len(fields)}: {stripped[:80]!r}"
+            )
+        chrom, s, e = fields[0].strip(), fields[1].strip(), fields[2].strip()
+        try:
+            s_i, e_i = int(s), int(e)
+        except ValueError:
+            raise ValueError(
+                f"{source}:{lineno}: start and end must be integers, got {s!r} and {e!r}"
+            ) from None
+        if s_i < 0 or e_i < s_i:
+            raise ValueError(f"{source}:{lineno}: invalid interval {chrom}:{s_i}-{e_i} (need 0 <= start <= end)")
+        chroms.append(chrom)
+        starts.append(s_i)
+        ends.append(e_i)
     return Regions.from_arrays(chrom_sizes, np.asarray(chroms, dtype=str), np.asarray(starts, dtype=np.int64),
-                               np.asarray(ends, dtype=np.int64), unknown_chroms=unknown_chroms, source=path)
+                               np.asarray(ends, dtype=np.int64), unknown_chroms=unknown_chroms, source=source)
 
 
 def _find_column(columns, candidates, what):

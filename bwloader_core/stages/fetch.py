@@ -28,10 +28,16 @@ from ..format.spec import ITEM_BYTES, SECTION_HEADER_FORMAT, SECTION_HEADER_SIZE
 
 @dataclass(frozen=True, eq=False)
 class Words:
-    """Inflated blocks, each padded to whole words, in one uint32 array (native order)."""
+    """Inflated blocks, each padded to whole words, in one uint32 array (native order).
+
+    `words` is usually the fetcher's slot buffer. When blocks are read in place (`fetch_in_place`)
+    it is a view spanning every memory region the batch's blocks lie in (the slot buffer and the
+    files' memory maps); `keep` holds those regions alive for as long as the Words are used, and
+    the kernels only ever read inside the blocks."""
     words: np.ndarray          # uint32
     block_start: np.ndarray    # int64: first word of each block
     block_nbytes: np.ndarray   # int64: true byte length of each block
+    keep: tuple = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -42,6 +48,7 @@ class BlockTable:
     make it huge: slots are also capped by a generous ratio of the compressed size, and the rare
     block that inflates past its slot is placed after the others. Partial inflate (compressed
     blocks needed only up to `need_pos`) stops once the items before it are out."""
+    block: np.ndarray          # int64: FlatIndex block id
     file: np.ndarray           # int64: file (track) index
     local: np.ndarray          # int64: block index within its file
     fd: np.ndarray             # int32: NOT_LEASED (the fetcher leases descriptors per chunk from the
@@ -92,7 +99,7 @@ class BlockTable:
         slot = np.zeros(n, np.int64)
         if n:
             slot[1:] = np.cumsum(slot_words)[:-1]
-        return cls(file=files, local=blocks - index.file_block_first[files], fd=np.full(n, NOT_LEASED, np.int32),
+        return cls(block=blocks, file=files, local=blocks - index.file_block_first[files], fd=np.full(n, NOT_LEASED, np.int32),
                    offset=index.block_offset[blocks].astype(np.int64), size=size, start_key=sk, end_key=ek,
                    compressed=compressed, uncompress_buf_size=ubs, big_endian=index.file_big_endian[files],
                    need_key=need_key, capacity=capacity, slot=slot,
@@ -100,7 +107,7 @@ class BlockTable:
 
     def take(self, rows) -> "BlockTable":
         """The given rows, keeping their slots (and the whole buffer's size)."""
-        pick = {k: getattr(self, k)[rows] for k in ("file", "local", "fd", "offset", "size", "start_key",
+        pick = {k: getattr(self, k)[rows] for k in ("block", "file", "local", "fd", "offset", "size", "start_key",
                                                       "end_key", "compressed",
                                                       "uncompress_buf_size", "big_endian", "partial", "chrom",
                                                       "need_pos", "want0", "capacity", "slot")}
@@ -206,64 +213,63 @@ def _finish(d, out, limit):
 
 
 class BlockFetcher:
-    """Reads and inflates a batch's blocks into a reusable buffer on CPU threads.
+    """Reads and inflates blocks into slots of a buffer (its own reusable one by default) on CPU
+    threads.
 
     Local files go through the compiled path (`fetch_native`: pread + inflate per thread, GIL
-    released) when `native` is set and the path is available, with or without a block cache;
-    URLs and the blocks the compiled path hands back go through Python (`_fetch_blocks`)."""
+    released) when `native` is set and the path is available; URLs and the blocks the compiled
+    path hands back go through Python (`_fetch_blocks`), which also raises the precise error of a
+    corrupt block. The block cache, memory maps and the GPU build on this (`fetch_batch`)."""
 
-    def __init__(self, n_threads: int, cache=None, native: bool = True):
+    def __init__(self, n_threads: int, native: bool = True):
         self.n_threads = max(1, int(n_threads))
-        self.cache = cache
         self.native = bool(native)
         self._pool = ThreadPoolExecutor(self.n_threads, thread_name_prefix="bwloader-inflate") \
             if self.n_threads > 1 else None
         self._buf = np.zeros(0, np.uint32)
         self.bytes_read = 0
+        self.blocks_in_place = 0    # blocks read where they lie (memory-mapped uncompressed files)
+        self.blocks_cached = 0      # blocks served from the block cache
         self.blocks_native = 0      # blocks finished by the compiled path
         self.blocks_python = 0      # blocks read and inflated in Python
 
     def fetch(self, files, table: BlockTable, buf: np.ndarray | None = None) -> Words:
         """Every block of `table` into its slot of `buf` (default: the fetcher's own reusable
-        buffer). `files`: the collection's BigWigFiles, indexed by `table.file`."""
+        buffer, grown to `table.total_words`). `files`: the collection's BigWigFiles, indexed by
+        `table.file`. A block that inflates past its slot goes to a buffer of its own (the Words
+        then span both)."""
         n = len(table)
-        starts = table.slot.copy()
         buf = self.buffer(table.total_words) if buf is None else buf
         nbytes = np.zeros(n, np.int64)
         overflow: dict = {}
         todo = np.arange(n)
         if n and self.native and table.all_local and native_available():
-            if self.cache:
-                todo = self._fetch_native_cached(files, table, buf, nbytes)
-            else:
-                todo = self._fetch_native(files, table, buf, nbytes)
+            todo = self._fetch_native(files, table, buf, nbytes)
         self.blocks_native += n - len(todo)
         self.blocks_python += len(todo)
-        total = table.total_words
         if len(todo):
-            zng = _zlib_ng() if (table.partial.any() and not self.cache) else None
+            zng = _zlib_ng() if table.partial.any() else None
             ks = todo.tolist()
             n_chunks = self.n_threads if (self._pool is not None and len(ks) >= 2 * self.n_threads) else 1
             bounds = [len(ks) * i // n_chunks for i in range(n_chunks + 1)]
-            args = [(ks[a:b], files, table, buf, nbytes, self.cache, zng, overflow)
-                    for a, b in zip(bounds[:-1], bounds[1:])]
+            args = [(ks[a:b], files, table, buf, nbytes, zng, overflow) for a, b in zip(bounds[:-1], bounds[1:])]
             if n_chunks == 1:
                 read = [_fetch_blocks(*args[0])]
             else:
                 read = [f.result() for f in [self._pool.submit(_fetch_blocks, *x) for x in args]]
             self.bytes_read += sum(read)
-        if overflow:
-            extra = sum((len(out) + 3) // 4 for out, _ in overflow.values())
-            grown = np.empty(total + extra, np.uint32)
-            grown[:total] = buf[:total]
-            if buf is self._buf:
-                self._buf = grown
-            buf = grown
-            for k, (out, byteorder) in sorted(overflow.items()):
-                starts[k] = total
-                _place(out, byteorder, total, buf, nbytes, k)
-                total += (len(out) + 3) // 4
-        return Words(buf[:total], starts, nbytes)
+        words = buf[:max(table.total_words, 1)] if buf is self._buf else buf
+        if not overflow:
+            return Words(words, table.slot, nbytes)
+        extra = np.zeros(sum((len(out) + 3) // 4 for out, _ in overflow.values()), np.uint32)
+        view, base = span_view([words, extra])
+        start = table.slot + (words.ctypes.data - base) // 4
+        pos = 0
+        for k, (out, byteorder) in sorted(overflow.items()):
+            _place(out, byteorder, pos, extra, nbytes, k)
+            start[k] = (extra.ctypes.data - base) // 4 + pos
+            pos += (len(out) + 3) // 4
+        return Words(view, start, nbytes, keep=(words, extra))
 
     def _fetch_native(self, files, table: BlockTable, buf, nbytes):
         """Compiled pread + inflate over chunks of blocks on the pool; the blocks it hands back."""
@@ -271,29 +277,6 @@ class BlockFetcher:
         status = np.empty(len(table), np.uint8)
         self.bytes_read += run_native(self._pool, self.n_threads, table, buf, nbytes, status, files=files)
         return np.flatnonzero(status != fetch_native.OK)
-
-    def _fetch_native_cached(self, files, table: BlockTable, buf, nbytes):
-        """Cache hits copied into their slots, misses fetched whole on the compiled path and stored;
-        the blocks it hands back (for the Python path)."""
-        from . import fetch_native
-        keys = list(zip(table.file.tolist(), table.local.tolist()))
-        miss = []
-        for k, key in enumerate(keys):
-            if not _place_cached(self.cache.get(key), buf, table.slot, nbytes, k):
-                miss.append(k)
-        miss = np.array(miss, np.int64)
-        if not len(miss):
-            return miss
-        sub = table.take(miss).whole()       # the cache keeps whole blocks
-        status = np.empty(len(miss), np.uint8)
-        got = np.zeros(len(miss), np.int64)
-        self.bytes_read += run_native(self._pool, self.n_threads, sub, buf, got, status, files=files)
-        ok = status == fetch_native.OK
-        done = miss[ok]
-        nbytes[done] = got[ok]
-        for k in done.tolist():
-            _cache_slot(self.cache, keys[k], buf, int(table.slot[k]), int(nbytes[k]))
-        return miss[~ok]
 
     def buffer(self, n_words: int) -> np.ndarray:
         """The reusable word buffer, grown to at least `n_words` (kept: no page faults per batch)."""
@@ -369,8 +352,8 @@ def partial_plan(need, block_start, block_end, ubs):
     return partial, np.maximum(512, (frac * ubs * PARTIAL_FIRST_GUESS).astype(np.int64))
 
 
-def _fetch_blocks(ks, files, table: BlockTable, buf, nbytes, cache, zng, overflow):
-    """Python path for the blocks `ks` (in order): cache, coalesced preads, inflate, place."""
+def _fetch_blocks(ks, files, table: BlockTable, buf, nbytes, zng, overflow):
+    """Python path for the blocks `ks` (in order): coalesced preads, inflate, place."""
     read = 0
     i = 0
     fidx, local = table.file, table.local
@@ -381,50 +364,20 @@ def _fetch_blocks(ks, files, table: BlockTable, buf, nbytes, cache, zng, overflo
             j += 1
         run = ks[i:j]
         f = files[int(fidx[run[0]])]
-        blocks = {}
-        placed = set()
-        if cache:
-            for k in run:
-                if _place_cached(cache.get((int(fidx[k]), int(local[k]))), buf, table.slot, nbytes, k):
-                    placed.add(k)
-        miss = [k for k in run if k not in placed]
-        if miss:
-            raw = f.read_blocks(local[miss])
-            for k, data in zip(miss, raw):
-                read += len(data)
-                if zng is not None and table.partial[k]:
-                    out = inflate_partial(zng, f, data, int(table.offset[k]), int(table.need_key[k]),
-                                          int(table.start_key[k]), int(table.end_key[k]))
-                else:
-                    out = inflate_one(f, data, int(table.offset[k]))
-                blocks[k] = out
-        for k in miss:
-            out = blocks[k]
+        raw = f.read_blocks(local[run])
+        for k, data in zip(run, raw):
+            read += len(data)
+            if zng is not None and table.partial[k]:
+                out = inflate_partial(zng, f, data, int(table.offset[k]), int(table.need_key[k]),
+                                      int(table.start_key[k]), int(table.end_key[k]))
+            else:
+                out = inflate_one(f, data, int(table.offset[k]))
             if (len(out) + 3) // 4 > slot_words[k]:
                 overflow[k] = (out, f.byteorder)      # dict item assignment is atomic under the GIL
             else:
                 _place(out, f.byteorder, int(table.slot[k]), buf, nbytes, k)
-                if cache:
-                    _cache_slot(cache, (int(fidx[k]), int(local[k])), buf, int(table.slot[k]), int(nbytes[k]))
         i = j
     return read
-
-
-def _cache_slot(cache, key, buf, w0, m):
-    """Store a placed block: its byte length and a copy of its native words."""
-    nw = (m + 3) // 4
-    cache.put(key, (m, buf[w0:w0 + nw].copy()), size=nw * 4)
-
-
-def _place_cached(hit, buf, starts, nbytes, k) -> bool:
-    """Copy a cached block (see `_cache_slot`) into slot k; False for a miss."""
-    if hit is None:
-        return False
-    m, words = hit
-    w0 = int(starts[k])
-    buf[w0:w0 + len(words)] = words
-    nbytes[k] = m
-    return True
 
 
 def _place(out, byteorder, w0, buf, nbytes, k):
@@ -437,3 +390,130 @@ def _place(out, byteorder, w0, buf, nbytes, k):
     if m % 4:  # a malformed tail; keep its bytes so bounds checks see them
         tail = bytes(out[nw * 4:]) + b"\0" * (4 - m % 4)
         buf[w0 + nw] = np.frombuffer(tail, dt)[0]
+
+
+# -- reading in place ---------------------------------------------------------------------------
+class MemoryMaps:
+    """Read-only memory maps of a collection's files that can be read in place (local,
+    uncompressed, little-endian: `BigWigFile.readable_in_place`), mapped on first use, with the
+    address of each. Shared by every processor of the collection; thread-safe."""
+
+    def __init__(self, files):
+        self.files = files
+        self.address = np.full(len(files), -1, np.int64)
+        self._arrays: dict = {}
+        import threading
+        self._lock = threading.Lock()
+
+    def addresses(self, file_ids: np.ndarray) -> np.ndarray:
+        """Base address of each given file's map (mapping the ones not mapped yet). A file now
+        shorter than when it was opened raises `BigWigReadError` (reading its map would fault)."""
+        ids = np.unique(file_ids)
+        for f in ids[self.address[ids] < 0].tolist():
+            with self._lock:
+                if self.address[f] < 0:
+                    arr = self.files[f].memory_map()
+                    self._arrays[f] = arr
+                    self.address[f] = arr.ctypes.data
+        for f in ids.tolist():
+            if not self.files[f].still_whole():
+                import errno
+                from ..errors import read_error
+                raise read_error(self.files[f].path, f"the file was truncated while open (it is now shorter than "
+                                                     f"the {self.files[f].file_size} bytes it had)", errno.EIO)
+        return self.address[file_ids]
+
+    def regions(self, file_ids) -> list:
+        return [self._arrays[f] for f in np.unique(file_ids).tolist()]
+
+
+def compact(w: Words) -> Words:
+    """The same blocks in one contiguous array of their own (for a copy to the GPU): a copy only
+    when `w` spans several regions (an overflowed block, say); otherwise `w` itself."""
+    if not w.keep:
+        return w
+    sizes = (w.block_nbytes + 3) // 4
+    start = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    out = np.zeros(max(int(sizes.sum()), 1), np.uint32)
+    for k in range(len(sizes)):
+        out[start[k]:start[k] + sizes[k]] = w.words[w.block_start[k]:w.block_start[k] + sizes[k]]
+    return Words(out, start, w.block_nbytes)
+
+
+def span_view(arrays) -> tuple[np.ndarray, int]:
+    """One uint32 view from the lowest to the highest address of `arrays` (all 4-byte aligned) and
+    its base address. Nothing is copied or touched: the addresses between the arrays may not be
+    mapped, so only words inside the arrays may be read through it."""
+    import ctypes
+    lo = min(a.ctypes.data for a in arrays)
+    hi = max(a.ctypes.data + a.nbytes for a in arrays)
+    n = max((hi - lo + 3) // 4, 1)
+    return np.frombuffer((ctypes.c_uint32 * n).from_address(lo), np.uint32), lo
+
+
+def fetch_batch(fetcher: BlockFetcher, files, table: BlockTable, *, maps: MemoryMaps | None = None,
+                in_place: np.ndarray | None = None, cache=None) -> tuple[Words, object]:
+    """Words of every block of `table`, each from the cheapest place, and the cache pins to release
+    once the batch is filled (None without a cache):
+
+    1. blocks marked `in_place` (uncompressed, 4-byte aligned) where they lie in their file's map;
+    2. with a `cache` (`BlockCache`), hits where they lie in the cache's arena; misses are
+       inflated straight into newly reserved arena regions (partially, as without a cache) and
+       kept there;
+    3. the rest into the fetcher's slot buffer.
+
+    One uint32 view spans every region used (`span_view`); nothing is copied."""
+    n = len(table)
+    start = np.zeros(n, np.int64)
+    nbytes = np.zeros(n, np.int64)
+    addr = np.zeros(n, np.int64)             # byte address, for maps and the arena
+    regions = []
+    pins = None
+    todo = np.arange(n)
+    if in_place is not None and in_place.any():
+        rows = np.flatnonzero(in_place)
+        addr[rows] = maps.addresses(table.file[rows]) + table.offset[rows]
+        nbytes[rows] = table.size[rows]
+        regions += maps.regions(table.file[rows])
+        fetcher.blocks_in_place += len(rows)
+        todo = np.flatnonzero(~in_place)
+    if cache and len(todo):
+        from ..cache import WHOLE, Pins
+        pins = Pins(cache)
+        arena = cache.arena
+        need = table.need_key[todo] if table.need_key is not None else np.full(len(todo), WHOLE)
+        hit, w0, nb = cache.lookup(table.block[todo], need, pins)
+        rows = todo[hit]
+        addr[rows] = arena.ctypes.data + w0[hit] * 4
+        nbytes[rows] = nb[hit]
+        fetcher.blocks_cached += len(rows)
+        miss = todo[~hit]
+        got, slots = cache.reserve(table.block[miss], (table.capacity[miss] + 3) // 4, pins)
+        into = miss[got >= 0]
+        if len(into):
+            sub = replace(table.take(into), slot=got[got >= 0], total_words=len(arena))
+            w = fetcher.fetch(files, sub, buf=arena)
+            ok = np.ones(len(into), bool)
+            if w.words is not arena:          # a block overflowed its region: served from its own buffer
+                ok = w.block_start == sub.slot + (arena.ctypes.data - w.words.ctypes.data) // 4
+                regions.append(w.words)
+                addr[into] = w.words.ctypes.data + w.block_start * 4
+            else:
+                addr[into] = arena.ctypes.data + sub.slot * 4
+            nbytes[into] = w.block_nbytes
+            covered = np.where(sub.partial, sub.need_key if sub.need_key is not None else WHOLE, WHOLE)
+            cache.commit(slots[got >= 0], w.block_nbytes, covered, ok)
+        regions.append(arena)
+        todo = miss[got < 0]
+    if len(todo):
+        w = fetcher.fetch(files, table.take(todo))
+        regions.append(w.words)
+        addr[todo] = w.words.ctypes.data + w.block_start * 4
+        nbytes[todo] = w.block_nbytes
+        if len(todo) == n:                     # the plain case: no view needed
+            return Words(w.words, w.block_start, w.block_nbytes, w.keep), pins
+    if not regions:                            # no block at all
+        return Words(fetcher.buffer(1)[:1], start, nbytes), pins
+    view, base = span_view(regions)
+    start[:] = (addr - base) // 4
+    return Words(view, start, nbytes, keep=tuple(regions) + (maps,)), pins

@@ -153,6 +153,8 @@ class NvcompInflater:
         self._codec = nvcomp.Codec(algorithm="Deflate", bitstream_kind=nvcomp.BitstreamKind.RAW,
                                    cuda_stream=int(cuda_stream_ptr))
         self._stream = int(cuda_stream_ptr)
+        self._warned = False
+        self.failed_batches = 0
 
     def inflate(self, buffer, table: BlockTable, layout: StagingLayout):
         """Inflate the compressed blocks' payloads of `buffer` (device, uint8) into their slots.
@@ -173,7 +175,14 @@ class NvcompInflater:
                                cuda_stream=self._stream)
             out = self._codec.decode(src, out=dst)
             sizes = _decoded_sizes(out, len(comp))
-        except Exception:  # noqa: BLE001 - any nvCOMP failure: the CPU path names the bad block
+        except Exception as exc:  # noqa: BLE001 - any nvCOMP failure: the CPU path names the bad block
+            if not self._warned:          # a corrupt block is expected now and then; every batch is not
+                self._warned = True
+                import logging
+                logging.getLogger("bwloader").warning(
+                    "nvCOMP refused a batch (%s: %s); its blocks are read on the CPU. If this repeats "
+                    "for every batch, set BWLOADER_CUDA_INFLATE=cpu", type(exc).__name__, exc)
+            self.failed_batches += 1
             status[comp] = STATUS_FAILED
             return nbytes, status
         nbytes[comp] = sizes

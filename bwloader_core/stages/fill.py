@@ -277,29 +277,39 @@ def _item(words, fwords, typ, item_word, i, sstart, step, span):
 
 
 @njit(nogil=True, cache=True)
-def paint(words, fwords, e_pair, e_type, e_item_word, e_first, e_count, e_sstart, e_step, e_span,
-          e_a, e_b, e_o, e_scale, n_batch, out, entries):
-    """out (B, L, T), pre-filled with the default; pair p = t * B + b. Paints the entries listed
-    (ascending) in `entries`; later items overwrite earlier ones where they overlap (pyBigWig's
-    order). Threads given entries of disjoint sets of rows b write disjoint memory."""
+def paint_rows(words, fwords, e_type, e_item_word, e_first, e_count, e_sstart, e_step, e_span, e_a, e_b, e_o,
+               e_scale, pair_first, n_batch, n_tracks, row_lo, row_hi, default, out):
+    """out (B, L, T) rows row_lo..row_hi-1, every base written once: each pair p = t * B + b walks
+    its entries (pair_first[p]:pair_first[p + 1], in file order), writing the default up to each
+    item and the item's value over it, then the default to the end. Later items overwrite earlier
+    ones where they overlap (pyBigWig's order). Rows are disjoint between threads, and a row's
+    tracks are written together, so the row stays in cache."""
     L = out.shape[1]
-    for j in range(entries.shape[0]):
-        k = entries[j]
-        p = e_pair[k]
-        t = p // n_batch
-        b = p - t * n_batch
-        a, bb, o, sc = e_a[k], e_b[k], e_o[k], e_scale[k]
-        for i in range(e_first[k], e_first[k] + e_count[k]):
-            s, e, v = _item(words, fwords, e_type[k], e_item_word[k], i, e_sstart[k], e_step[k], e_span[k])
-            ls = max(s, a) - o
-            le = min(e, bb) - o
-            if ls < 0:
-                ls = 0
-            if le > L:
-                le = L
-            val = v * sc
-            for x in range(ls, le):
-                out[b, x, t] = val
+    for b in range(row_lo, row_hi):
+        for t in range(n_tracks):
+            p = t * n_batch + b
+            filled = 0
+            for k in range(pair_first[p], pair_first[p + 1]):
+                a, bb, o, sc = e_a[k], e_b[k], e_o[k], e_scale[k]
+                for i in range(e_first[k], e_first[k] + e_count[k]):
+                    s, e, v = _item(words, fwords, e_type[k], e_item_word[k], i, e_sstart[k], e_step[k], e_span[k])
+                    ls = max(s, a) - o
+                    le = min(e, bb) - o
+                    if ls < 0:
+                        ls = 0
+                    if le > L:
+                        le = L
+                    if le <= ls:
+                        continue
+                    for x in range(filled, ls):
+                        out[b, x, t] = default
+                    val = v * sc
+                    for x in range(ls, le):
+                        out[b, x, t] = val
+                    if le > filled:
+                        filled = le
+            for x in range(filled, L):
+                out[b, x, t] = default
 
 
 @njit(nogil=True, cache=True)
@@ -455,20 +465,22 @@ def fill_compiled(words: Words, secs: Sections, e: Entries, T, B, L, window_size
     sc = entry_scale if entry_scale is not None else np.ones(len(e.pair))
     args = (words.words, words.words.view(np.float32), e.pair, secs.type[e.sec], secs.item_word[e.sec],
             e.first, e.count, secs.start[e.sec], secs.step[e.sec], secs.span[e.sec], e.a, e.b, e.origin, sc)
-    rows = e.pair % max(B, 1)
-
-    def entries_of(i):         # rows b with b * parts // B == i: disjoint output per thread
-        return np.flatnonzero(rows * n_parts // B == i)
-
-    if window_size == 1:
+    if window_size == 1:       # each thread a range of rows: disjoint output (entries come sorted by pair)
         out = np.empty((B, L, T), work)
-
-        def paint_rows(i):     # the default, then the items
-            out[-(-i * B // n_parts):-(-(i + 1) * B // n_parts)] = default_value
-            paint(*args, B, out, entries_of(i))
-
-        run_parts(paint_rows, range(n_parts))
+        pair_first = np.searchsorted(e.pair, np.arange(T * B + 1))
+        dflt = work(default_value)
+        run_parts(lambda i: paint_rows(*args[:2], *args[3:], pair_first, B, T, i * B // n_parts,
+                                       (i + 1) * B // n_parts, dflt, out), range(n_parts))
         return out
+    # Window sums: each thread takes the rows b with b * parts // B == i (disjoint output), row by
+    # row and track by track; entries of one pair keep their file order (lexsort is stable).
+    rows = e.pair % max(B, 1)
+    order = np.lexsort((e.pair // max(B, 1), rows))
+    cuts = np.searchsorted(rows[order] * n_parts // max(B, 1), np.arange(n_parts + 1))
+
+    def entries_of(i):
+        return order[cuts[i]:cuts[i + 1]]
+
     sums, covered, acc, last = window_buffers.get(T * B * (L // window_size), T * B)
     acc.fill(-np.inf if reduce == "max" else np.inf)
     ok = all(run_parts(lambda i: window_accumulate(

@@ -1,7 +1,7 @@
 """Views of the dashboard: `pn.viewable.Viewer`s whose widgets come from the models' parameters.
 
 `Dashboard(state)` is the whole thing: `.sidebar` and `.main` go into a template for `panel serve`
-(app/dashboard.py); displayed on its own (a notebook cell) it renders both side by side.
+(bwloader_app/dashboard.py); displayed on its own (a notebook cell) it renders both side by side.
 """
 from __future__ import annotations
 
@@ -13,11 +13,13 @@ import numpy as np
 import pandas as pd
 import panel as pn
 import param
+from panel.theme.fast import Fast as _PanelFast
 from panel.viewable import Viewer
 
-from .models import SNIPPET, DashboardState, human_bytes
-
-hv.extension("bokeh", logo=False)
+from .plot_data import bucket_columns
+from .state import SNIPPET, DashboardState
+from .stream import RATE_WINDOW_S, STAGES
+from .util import human_bytes
 
 ACCENT = "#2b6cb0"
 CURVE_HEIGHT = 60
@@ -29,16 +31,55 @@ SWEEP_SPS = hv.Dimension("sweep_sps", label="samples/s")
 BASE_COLORS = {"A": "#2ca02c", "C": "#1f77b4", "G": "#ff7f0e", "T": "#d62728", "N": "#999999"}
 
 
+_extensions_loaded = False
+
+
+def load_extensions(session: bool = False):
+    """Load HoloViews' Bokeh renderer and Panel's browser code (with Tabulator). In a notebook the
+    first call puts that code into the cell's output (once per kernel); `session=True` (a served
+    page) loads it into every session."""
+    global _extensions_loaded
+    if _extensions_loaded and not session:
+        return
+    hv.extension("bokeh", logo=False)
+    if session:
+        pn.extension("tabulator", notifications=False, sizing_mode="stretch_width")
+    else:
+        pn.extension("tabulator", notifications=False)
+    _extensions_loaded = True
+
+
+class LocalFast(_PanelFast):
+    """Panel's Fast design without its web font: the page asks nothing of fonts.googleapis.com
+    (system sans-serif fonts instead)."""
+    _resources = {k: v for k, v in _PanelFast._resources.items() if k != "font"}
+
+
+LocalFast.__name__ = "Fast"     # Panel finds the design's bundled files under the class name
+
+
 def _pad_left(plot, element):
     """The same left border on every stacked plot, so that their x axes line up."""
     plot.state.min_border_left = 60
     plot.state.min_border_right = 20
 
 
+def _md(text: str) -> str:
+    """A multi-line message as Markdown: indented lines (one item each, as errors list them)
+    become bullets, other lines paragraphs."""
+    out = []
+    for line in (text or "").split("\n"):
+        if line.startswith("  "):
+            out.append(f"- {line.strip()}")
+        else:
+            out.append(("\n" if out else "") + line + "\n")
+    return "\n".join(out)
+
+
 def _alert(model, name, alert_type="danger"):
     """An Alert that shows the model's message parameter and hides when it is empty."""
     def show(text):
-        return pn.pane.Alert(text or "", alert_type=alert_type, visible=bool(text), margin=(5, 10),
+        return pn.pane.Alert(_md(text), alert_type=alert_type, visible=bool(text), margin=(5, 10),
                              sizing_mode="stretch_width")
     return pn.panel(pn.bind(show, model.param[name]))
 
@@ -55,11 +96,14 @@ class CollectionView(Viewer):
         self.folder = pn.widgets.AutocompleteInput.from_param(
             b.param.folder, options=b.folders, restrict=False, min_characters=0, case_sensitive=False,
             name="Folder of bigWig files (under the data root)", sizing_mode="stretch_width")
+        doc = self.state.config.param
         self.tracks = pn.widgets.MultiSelect.from_param(b.param.tracks, name="Tracks", size=8,
-                                                        sizing_mode="stretch_width")
+                                                        sizing_mode="stretch_width", description=doc.bigwig_paths.doc)
         self.fasta = pn.widgets.AutocompleteInput.from_param(
             b.param.fasta, options=b.fastas, restrict=False, min_characters=0, name="Reference FASTA (empty: none)",
-            sizing_mode="stretch_width")
+            sizing_mode="stretch_width", description=doc.reference_genome.doc)
+        self.pin = pn.widgets.Checkbox.from_param(b.param.fasta_pinned, name="Keep this FASTA when the folder changes")
+        self.file_knobs = knob_pane(self.state.config, FILE_KNOBS, name="Files")
         self.rescan = pn.widgets.Button(name="Rescan data root", button_type="light", width=140)
         self.rescan.on_click(lambda e: self._rescan())
         b.param.watch(lambda e: setattr(self.folder, "options", e.new), "folders")
@@ -81,21 +125,43 @@ class CollectionView(Viewer):
                 w.param.trigger("value")
         pn.state.execute(push, schedule=True)
 
+    def about(self):
+        """The package version and the backend the loader runs on."""
+        from bwloader_core import __version__
+        return pn.pane.Markdown(pn.bind(lambda b: f"bwloader {__version__} · backend in use: **{b}**",
+                                        self.state.param.backend_in_use),
+                                css_classes=["bw-about"], margin=(0, 10))
+
     def _rescan(self):
         self.state.browser.refresh()
 
     def _summary_frame(self):
+        cols = ["track", "chroms", "bases", "zooms", "blocks", "size", "blocks stored", "transcoding"]
         rows = [dict(track=s["track"], chroms=s["chromosomes"], bases=f"{s['bases']:,}",
-                     zooms=s["zoom_levels"], blocks=s["blocks"], size=human_bytes(s["size_bytes"]))
+                     zooms=s["zoom_levels"], blocks=s["blocks"], size=human_bytes(s["size_bytes"]),
+                     **{"blocks stored": "compressed" if s.get("compressed") else
+                        ("raw, read in place" if s.get("in_place") else "raw"),
+                        "transcoding": s.get("transcode_note", "")})
                 for s in self.state.browser.summaries]
-        return pd.DataFrame(rows, columns=["track", "chroms", "bases", "zooms", "blocks", "size"])
+        return pd.DataFrame(rows, columns=cols)
 
     def __panel__(self):
         b = self.state.browser
         return pn.Column(
+            self.about(),
             pn.pane.Markdown(f"**Data root** `{b.root}`", margin=(0, 10)),
-            self.folder, _alert(b, "message", "warning"), self.tracks, self.fasta, self.rescan,
-            sizing_mode="stretch_width")
+            self.folder, _alert(b, "message", "warning"), self.tracks, self.fasta, self.pin,
+            self.file_knobs, self.files_check(), self.rescan, sizing_mode="stretch_width")
+
+    def files_check(self):
+        """What the checks across the chosen files found: red when Start would fail, amber when it
+        runs on part of the genome (allow_size_mismatch)."""
+        def show(text, level):
+            return pn.pane.Alert(_md(text), alert_type="danger" if level == "error" else "warning",
+                                 visible=bool(text), margin=(5, 10), sizing_mode="stretch_width",
+                                 css_classes=["bw-files-check"])
+        s = self.state
+        return pn.panel(pn.bind(show, s.param.files_check, s.param.files_check_level))
 
     def summary_panel(self):
         return pn.Column(pn.pane.Markdown("#### Files (read with `BigWigFile`)"), self.summary,
@@ -109,19 +175,75 @@ KNOB_GROUPS = {
     "Output": ["dtype", "default_value", "one_hot_unknown"],
     "Performance": ["num_workers", "threads_per_worker", "queue_size", "cache_bytes", "backend"],
     "Advanced (Python literals)": ["exclude", "scaling", "track_names"],
+    "Training targets (Python literals)": ["strand_pairs", "value_transforms"],
 }
+# settings shown with the files (the Collection card), and all those with widgets of their own elsewhere
+FILE_KNOBS = ("allow_size_mismatch", "chromosome_aliases")
+KNOBS_ELSEWHERE = ("bigwig_paths", "reference_genome", "regions", "tracks") + FILE_KNOBS
+RADIO = {"type": pn.widgets.RadioButtonGroup, "button_type": "primary", "button_style": "outline"}
 KNOB_WIDGETS = {
     "num_workers": pn.widgets.IntInput,
     "queue_size": pn.widgets.IntInput,
     "threads_per_worker": pn.widgets.IntInput,
     "max_unknown_fraction": {"type": pn.widgets.FloatInput, "step": 0.05, "start": 0.0, "end": 1.0},
     "default_value": pn.widgets.FloatInput,
-    "backend": pn.widgets.RadioButtonGroup,
-    "dtype": pn.widgets.RadioButtonGroup,
-    "reduce": pn.widgets.RadioButtonGroup,
-    "one_hot_unknown": pn.widgets.RadioButtonGroup,
+    "backend": RADIO,
+    "dtype": RADIO,
+    "reduce": RADIO,
+    "one_hot_unknown": RADIO,
     "cache_bytes": {"type": pn.widgets.IntInput, "step": 1 << 20},
 }
+# what an empty field means, for settings whose default is None ("automatic")
+PLACEHOLDERS = {
+    "center_bin_to_predict": "automatic: the whole window",
+    "batches_per_epoch": "automatic: region length / (sequence length x batch size)",
+    "threads_per_worker": "automatic: CPUs / workers",
+    "max_unknown_fraction": "none: keep every window",
+    "exclude": "none",
+    "scaling": "none: every factor 1",
+    "track_names": "automatic: file names",
+    "chromosome_aliases": "none: the FASTA uses the bigWigs' names ('auto': 1 = chr1, MT = chrM)",
+}
+
+
+def knob_pane(cfg, names, **kw):
+    """pn.Param of `names` of the config: two-way widgets whose tooltips are the settings' docs
+    (checkboxes, which have no tooltip of their own, get an icon beside them)."""
+    pane = pn.Param(cfg, parameters=list(names), show_name=False, sizing_mode="stretch_width",
+                    widgets={k: w for k in names if (w := knob_widget(cfg, k)) is not None}, **kw)
+    labels = {cfg.param[n].label: cfg.param[n].doc for n in names}
+    for i, w in enumerate(list(pane.layout)):
+        if isinstance(w, pn.widgets.Checkbox) and labels.get(w.name):
+            pane.layout[i] = pn.Row(w, pn.widgets.TooltipIcon(value=labels[w.name], margin=(8, 0)))
+    return pane
+
+
+def knob_groups() -> dict[str, list[str]]:
+    """KNOB_GROUPS, with any other LoaderConfig setting (one added later) under Advanced."""
+    from .util import knob_names
+    listed = {k for names in KNOB_GROUPS.values() for k in names} | set(KNOBS_ELSEWHERE)
+    groups = {t: list(n) for t, n in KNOB_GROUPS.items()}
+    groups["Advanced (Python literals)"] += [k for k in knob_names() if k not in listed]
+    return groups
+
+
+def knob_widget(cfg, name):
+    """The widget spec of one setting: KNOB_WIDGETS, plus a placeholder where empty means automatic."""
+    spec = KNOB_WIDGETS.get(name)
+    p = cfg.param[name]
+    if getattr(p, "allow_None", False):
+        spec = dict(spec) if isinstance(spec, dict) else ({"type": spec} if spec is not None else {})
+        if "type" not in spec:
+            if isinstance(p, param.Integer):
+                spec["type"] = pn.widgets.IntInput
+            elif isinstance(p, param.Number):
+                spec["type"] = pn.widgets.FloatInput
+            elif isinstance(p, (param.String,)):
+                spec["type"] = pn.widgets.TextInput
+            else:
+                spec["type"] = pn.widgets.LiteralInput
+        spec["placeholder"] = PLACEHOLDERS.get(name, "automatic")
+    return spec
 
 
 class QueryView(Viewer):
@@ -134,17 +256,16 @@ class QueryView(Viewer):
         super().__init__(**params)
         s = self.state
         self.chromosomes = pn.widgets.MultiChoice.from_param(
-            s.param.chromosomes, name="Chromosomes (none: all)", sizing_mode="stretch_width")
+            s.param.chromosomes, name="Chromosomes (none: all)", sizing_mode="stretch_width",
+            description=s.config.param.regions.doc + " (here: whole chromosomes, or an uploaded BED)")
         self.bed = pn.widgets.FileInput(accept=".bed,.txt,.bed.gz", name="BED of regions", multiple=False)
         self.bed.param.watch(self._on_bed, "value")
         self.clear_bed = pn.widgets.Button(name="Clear BED", button_type="light", width=90)
         self.clear_bed.on_click(lambda e: s.clear_bed())
         self.tracks_per_batch = pn.widgets.IntInput.from_param(s.param.tracks_per_batch,
-                                                               name="Tracks per batch (0: all)")
-        self.groups = {
-            title: pn.Param(s.config, parameters=names, widgets={k: v for k, v in KNOB_WIDGETS.items() if k in names},
-                            show_name=False, sizing_mode="stretch_width", name=title)
-            for title, names in KNOB_GROUPS.items()}
+                                                               name="Tracks per batch (0: all)",
+                                                               description=s.config.param.tracks.doc)
+        self.groups = {title: knob_pane(s.config, names, name=title) for title, names in knob_groups().items()}
 
     def _on_bed(self, event):
         if event.new:
@@ -161,9 +282,25 @@ class QueryView(Viewer):
         cards = [pn.Card(self.regions_panel(), title="Regions", sizing_mode="stretch_width")]
         for title, widget in self.groups.items():
             extra = [self.tracks_per_batch] if title == "Batches" else []
+            if title.startswith("Training targets"):
+                extra = [pn.panel(pn.bind(_targets_summary, self.state.config.param.value_transforms,
+                                          self.state.config.param.strand_pairs))]
             cards.append(pn.Card(widget, *extra, title=title, sizing_mode="stretch_width",
                                  collapsed=title.startswith("Advanced")))
         return pn.Column(*cards, sizing_mode="stretch_width")
+
+
+def _targets_summary(transforms, pairs):
+    """One line under the training-target knobs: the transform chain and the strand pairs."""
+    from bwloader_core.sampling.strands import normalize_strand_pairs
+    from bwloader_core.transforms import describe_transforms
+    try:
+        text = f"Transforms: **{describe_transforms(transforms)}**"
+        pairs = normalize_strand_pairs(pairs)
+        text += f" · strand pairs: **{', '.join(f'{a}/{b}' for a, b in pairs) if pairs else 'none'}**"
+    except ValueError as exc:
+        text = f"⚠ {exc}"
+    return pn.pane.Markdown(text, margin=(0, 10))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -185,7 +322,7 @@ class BatchView(Viewer):
         self.sample = pn.widgets.IntSlider.from_param(s.param.sample, name="Sample", width=260)
         self.heat_track = pn.widgets.Select.from_param(s.param.heatmap_track, name="Heat map track", width=220)
         self.status = pn.pane.Markdown(self._status_text(), css_classes=["bw-status"], margin=(0, 10))
-        watched = ["status", "batch", "epoch", "index", "batches_per_epoch", "batches"]
+        watched = ["status", "batch", "epoch", "index", "batches_per_epoch", "batches", "unknown_fraction"]
         s.stream.param.watch(lambda *e: setattr(self.status, "object", self._status_text()), watched)
         self.coords = pn.pane.Markdown("", css_classes=["bw-coords"], margin=(0, 10))
         self._view = None
@@ -204,7 +341,10 @@ class BatchView(Viewer):
         where = f"epoch {st.epoch}, next batch {st.index}"
         if st.batches_per_epoch:
             where += f" of {st.batches_per_epoch}"
-        return f"**{st.status}** · batches received: **{st.batches}** · {where}"
+        text = f"**{st.status}** · batches received: **{st.batches}** · {where}"
+        if st.unknown_fraction is not None:
+            text += f" · N in sequences: **{st.unknown_fraction:.1%}**"
+        return text
 
     # -- drawing ----------------------------------------------------------------------------------
     # The plots are DynamicMaps fed by a Counter stream: a new batch only replaces the data of the
@@ -217,6 +357,8 @@ class BatchView(Viewer):
         rc_note = " — reverse-complement sample, drawn in genome orientation" if v["strand"] == "-" else ""
         target = "" if (v["target_start"], v["target_end"]) == (v["start"], v["end"]) else \
             f" · target {v['target_start']:,}-{v['target_end']:,}"
+        if v.get("source"):
+            target += f" · source **{v['source']}**"
         self.coords.object = (f"Sample **{v['index']}**: `{v['coordinates']}`{target} · strand **{v['strand']}** · "
                               f"{v['n_points']:,} bins of {v['window']:g} bp per track{rc_note}")
         dna = v["dna"]
@@ -285,7 +427,6 @@ class BatchView(Viewer):
             self._tick_heat.event()
 
     def _heat(self, counter=0):
-        from .models import bucket_columns
         b = self.state.stream.batch
         name = self.state.heatmap_track
         t = list(b.track_names).index(name) if name in b.track_names else 0
@@ -329,7 +470,8 @@ class ThroughputView(Viewer):
                                          title_size="11pt", css_classes=["bw-mbps"])
         self.nb = pn.indicators.Number(name="batches", value=0, format="{value:,.0f}", font_size="28pt",
                                        title_size="11pt", css_classes=["bw-batches"])
-        s.stream.param.watch(self._numbers, ["samples_per_s", "mb_per_s", "batches"])
+        self.rate_note = pn.pane.Markdown("", css_classes=["bw-rate-note"], margin=(25, 10))
+        s.stream.param.watch(self._numbers, ["samples_per_s", "mb_per_s", "batches", "status"])
         self._tick_stats = hv.streams.Counter()
         self.stages = pn.pane.HoloViews(
             hv.DynamicMap(self._stage_plot, streams=[self._tick_stats], cache_size=1), sizing_mode="stretch_width",
@@ -354,10 +496,18 @@ class ThroughputView(Viewer):
         self.sps.value = round(st.samples_per_s, 1)
         self.mbps.value = round(st.mb_per_s, 2)
         self.nb.value = st.batches
+        self.rate_note.object = self._rate_note()
+
+    def _rate_note(self):
+        st = self.state.stream
+        if st.status == "paused" and st.history:
+            return "**paused**: the last figures of the run"
+        if st.status == "running":
+            return f"the current run, over its last {RATE_WINDOW_S:g} s"
+        return ""
 
     def _stage_plot(self, counter=0):
         ms = self.state.stream.stage_ms or {}
-        from .models import STAGES
         data = [(k, ms.get(k, 0.0)) for k in STAGES]
         return hv.Bars(data, hv.Dimension("stage"), hv.Dimension("ms", label="ms per batch")).opts(
             responsive=True, height=230, color=ACCENT, tools=["hover"], xrotation=30,
@@ -406,7 +556,7 @@ class ThroughputView(Viewer):
 
     def __panel__(self):
         return pn.Column(
-            pn.Row(self.sps, self.mbps, self.nb),
+            pn.Row(self.sps, self.mbps, self.nb, self.rate_note),
             pn.Row(self.stages, self.history, sizing_mode="stretch_width"),
             pn.pane.Markdown("#### Sweep: batch sizes x worker counts (pyBigWig `values()` loop as baseline)"),
             pn.Row(self.sweep_sizes, self.sweep_workers, self.sweep_n, self.sweep_button, align="end"),
@@ -467,8 +617,16 @@ class Dashboard(Viewer):
     state = param.ClassSelector(class_=DashboardState)
     period_ms = param.Integer(default=400, bounds=(50, 10_000))
 
-    def __init__(self, state: DashboardState | None = None, **params):
-        super().__init__(state=state or DashboardState(), **params)
+    def __init__(self, state: DashboardState | None = None, data_root=None, **params):
+        """`Dashboard()` (data root: $BWLOADER_DATA, else the demo collection),
+        `Dashboard(data_root="/path/to/folders")`, or `Dashboard(state)` around an existing
+        DashboardState."""
+        load_extensions()
+        if state is None:
+            state = DashboardState(data_root)
+        elif data_root is not None:
+            raise ValueError("give a DashboardState or a data_root, not both")
+        super().__init__(state=state, **params)
         s = self.state
         self.collection = CollectionView(state=s)
         self.queries = QueryView(state=s)
