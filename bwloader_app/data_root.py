@@ -128,10 +128,24 @@ def fasta_sizes(path) -> dict:
 TRANSCODE_SAMPLES = 8        # blocks inflated per compressed file to estimate its transcoded size
 
 
-def file_summary(path) -> dict:
+_ESTIMATES: dict = {}          # (device, inode, size, mtime) -> transcode estimate: links share one
+ESTIMATES_PER_FOLDER = 64      # a folder of thousands of files estimates the first ones only
+
+
+def _estimate(f, path):
+    from bwloader_core.transcode import estimate_transcode
+    st = os.stat(path)
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _ESTIMATES:
+        _ESTIMATES[key] = estimate_transcode(f, max_samples=TRANSCODE_SAMPLES)
+    return _ESTIMATES[key]
+
+
+def file_summary(path, estimate: bool = True) -> dict:
     """What the dashboard shows of one bigWig (read with bwloader's BigWigFile): its shape, whether
-    its blocks are compressed and, if so, what `bwloader transcode` would write and gain."""
-    from bwloader_core.transcode import estimate_transcode, speed_note
+    its blocks are compressed and, if so (and `estimate`), what `bwloader transcode` would write and
+    gain (estimated once per file: links to one file share it)."""
+    from bwloader_core.transcode import speed_note
     with BigWigFile(path) as f:
         sizes = f.chrom_sizes
         out = dict(track=Path(path).stem, file=Path(path).name, size_bytes=int(f.file_size),
@@ -139,9 +153,11 @@ def file_summary(path) -> dict:
                    zoom_levels=len(f.zoom_levels), blocks=int(f.n_blocks), version=int(f.version),
                    chrom_sizes=dict(sizes), compressed=bool(f.compressed), in_place=bool(f.readable_in_place),
                    transcoded_bytes=None, transcode_note="")
-        if f.compressed:
+        if f.compressed and not estimate:
+            out["transcode_note"] = f"not estimated (only the first {ESTIMATES_PER_FOLDER} files of a folder are)"
+        elif f.compressed:
             try:
-                est = estimate_transcode(f, max_samples=TRANSCODE_SAMPLES)
+                est = _estimate(f, path)
             except (OSError, ValueError):          # a corrupt block: the file is listed, the estimate is not
                 return out
             gain = speed_note()
@@ -210,9 +226,9 @@ class DataRootBrowser(param.Parameterized):
             self.message = msg
             return
         summary, bad = {}, []
-        for p in paths:                                  # open each once: the unreadable are set aside
+        for i, p in enumerate(paths):                    # open each once: the unreadable are set aside
             try:
-                summary[p.stem] = file_summary(p)
+                summary[p.stem] = file_summary(p, estimate=i < ESTIMATES_PER_FOLDER)
             except (OSError, ValueError) as exc:
                 bad.append(dict(file=p.name, reason=error_text(exc)))
         if not summary:
@@ -295,6 +311,11 @@ class DataRootBrowser(param.Parameterized):
     # -- what the config needs --------------------------------------------------------------------
     def track_paths(self) -> list[str]:
         return [str(self._paths[n]) for n in self.tracks if n in self._paths]
+
+    def track_names(self) -> list[str]:
+        """The names of `track_paths()` as listed in the folder (a link keeps its own name, not its
+        target's: links to the same few files stay distinct tracks)."""
+        return [n for n in self.tracks if n in self._paths]
 
     def fasta_path(self) -> str | None:
         return str(confine(self.root, self.fasta)) if self.fasta else None

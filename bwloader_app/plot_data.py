@@ -46,9 +46,10 @@ def bucket_columns(a, max_cols: int = 1000, how: str = "mean"):
         return np.where(c > 0, s / np.maximum(c, 1), np.nan).astype(np.float32)
 
 
-def sample_view(batch, i: int, max_points: int = 2000) -> dict:
+def sample_view(batch, i: int, max_points: int = 2000, tracks=None) -> dict:
     """Sample `i` of a Batch in genome orientation, ready to plot: the target bins' genomic x,
-    each track's (decimated) curve, the coordinates, and the DNA of the input window."""
+    each track's (decimated) curve, the coordinates, and the DNA of the input window. `tracks`
+    (names) limits the curves to those (a batch of thousands of tracks draws a few)."""
     i = int(np.clip(i, 0, batch.batch_size - 1))
     rc = bool(batch.reverse_complement[i])
     vals = _f32(batch.values[i])                        # (bins, tracks)
@@ -62,12 +63,15 @@ def sample_view(batch, i: int, max_points: int = 2000) -> dict:
     width = (te - ts) / max(nbins, 1)
     x = ts + (np.arange(nbins) + 0.5) * width
     curves = {}
+    wanted = None if tracks is None else set(tracks)
     for t, name in enumerate(batch.track_names):
-        curves[name] = minmax_decimate(x, vals[:, t], max_points)
+        if wanted is None or name in wanted:
+            curves[name] = minmax_decimate(x, vals[:, t], max_points)
     chrom = str(batch.chromosomes[i])
     s, e = int(batch.starts[i]), int(batch.ends[i])
     out = dict(index=i, chrom=chrom, start=s, end=e, target_start=ts, target_end=te,
                strand="-" if rc else "+", window=width, curves=curves, n_points=nbins,
+               n_tracks=len(batch.track_names),
                coordinates=f"{chrom}:{s:,}-{e:,} ({'-' if rc else '+'})", dna=None, source=None)
     names, src = getattr(batch, "region_source_names", ()), getattr(batch, "region_source", None)
     if len(names) > 1 and src is not None:              # a weighted mixture: which source

@@ -64,6 +64,9 @@ def describe_backend(backend: str) -> str:
     return f"cpu ({reason})" if backend == "auto" else f"none: {reason}"
 
 
+MAX_PLOTTED_TRACKS = 8     # curves drawn for a sample; the others are picked by name
+
+
 class DashboardState(param.Parameterized):
     """One browser session (or notebook) of the dashboard: a LoaderConfig and everything around it."""
 
@@ -77,6 +80,9 @@ class DashboardState(param.Parameterized):
     tracks_per_batch = param.Integer(default=0, bounds=(0, None), doc="tracks sampled per batch (0: all selected)")
     sample = param.Integer(default=0, bounds=(0, 1), doc="the sample of the batch to show")
     heatmap_track = param.Selector(default=None, objects=[], allow_None=True, doc="track of the heat map")
+    plot_tracks = param.ListSelector(default=[], objects=[], doc=(
+        f"tracks drawn for the sample, at most {MAX_PLOTTED_TRACKS} (the batch's first until others are "
+        "picked): a batch of thousands of tracks draws a few curves, not thousands"))
     max_points = param.Integer(default=2000, bounds=(100, 20_000), doc="points per curve (min/max decimation)")
     upload_error = param.String(default="", doc="why the uploaded YAML was refused")
     bed_error = param.String(default="", doc="why the uploaded BED was refused")
@@ -121,7 +127,8 @@ class DashboardState(param.Parameterized):
         paths = self.browser.track_paths()
         changes = dict(bigwig_paths=paths, reference_genome=fasta)
         if paths != self.config.bigwig_paths:
-            changes["track_names"] = None          # names of other files do not carry over
+            names = self.browser.track_names()     # names of other files do not carry over; links keep theirs
+            changes["track_names"] = None if names == [Path(p).stem for p in paths] else names
             if isinstance(self.config.scaling, list) and len(self.config.scaling) != len(paths):
                 changes["scaling"] = None
         self.config.param.update(**changes)
@@ -335,8 +342,13 @@ class DashboardState(param.Parameterized):
             b = self.stream.batch
             self.param.sample.bounds = (0, max(b.batch_size - 1, 1))   # a slider needs start < end
             names = list(b.track_names)
-            self.param.heatmap_track.objects = names
+            if names != self.param.heatmap_track.objects:     # only when they change: thousands of names
+                self.param.heatmap_track.objects = names
+                self.param.plot_tracks.objects = names
             updates = {}
+            keep = [t for t in self.plot_tracks if t in names][:MAX_PLOTTED_TRACKS] or names[:MAX_PLOTTED_TRACKS]
+            if keep != list(self.plot_tracks):
+                updates["plot_tracks"] = keep
             if self.sample > b.batch_size - 1:
                 updates["sample"] = b.batch_size - 1
             if self.heatmap_track not in names:
@@ -347,7 +359,12 @@ class DashboardState(param.Parameterized):
 
     def sample_view(self) -> dict | None:
         b = self.stream.batch
-        return None if b is None else sample_view(b, self.sample, self.max_points)
+        if b is None:
+            return None
+        names = set(b.track_names)
+        tracks = [t for t in self.plot_tracks if t in names][:MAX_PLOTTED_TRACKS] or \
+            list(b.track_names)[:MAX_PLOTTED_TRACKS]
+        return sample_view(b, self.sample, self.max_points, tracks=tracks)
 
     def close(self):
         self.sweep.close()

@@ -17,7 +17,7 @@ from panel.theme.fast import Fast as _PanelFast
 from panel.viewable import Viewer
 
 from .plot_data import bucket_columns
-from .state import SNIPPET, DashboardState
+from .state import MAX_PLOTTED_TRACKS, SNIPPET, DashboardState
 from .stream import RATE_WINDOW_S, STAGES
 from .util import human_bytes
 
@@ -109,6 +109,7 @@ class CollectionView(Viewer):
         b.param.watch(lambda e: setattr(self.folder, "options", e.new), "folders")
         b.param.watch(lambda e: setattr(self.fasta, "options", e.new), "fastas")
         self.summary = pn.widgets.Tabulator(self._summary_frame(), disabled=True, show_index=False,
+                                            pagination="local", page_size=50,   # thousands of files: pages
                                             sizing_mode="stretch_width", height=260, name="file summary",
                                             css_classes=["bw-summary"])
         b.param.watch(lambda e: setattr(self.summary, "value", self._summary_frame()), "summaries")
@@ -321,6 +322,10 @@ class BatchView(Viewer):
         self.step.on_click(lambda e: s.step())
         self.sample = pn.widgets.IntSlider.from_param(s.param.sample, name="Sample", width=260)
         self.heat_track = pn.widgets.Select.from_param(s.param.heatmap_track, name="Heat map track", width=220)
+        self.plot_tracks = pn.widgets.MultiChoice.from_param(
+            s.param.plot_tracks, name=f"Tracks drawn (at most {MAX_PLOTTED_TRACKS}; type to search)",
+            max_items=MAX_PLOTTED_TRACKS, search_option_limit=50, sizing_mode="stretch_width",
+            css_classes=["bw-plot-tracks"])
         self.status = pn.pane.Markdown(self._status_text(), css_classes=["bw-status"], margin=(0, 10))
         watched = ["status", "batch", "epoch", "index", "batches_per_epoch", "batches", "unknown_fraction"]
         s.stream.param.watch(lambda *e: setattr(self.status, "object", self._status_text()), watched)
@@ -333,7 +338,7 @@ class BatchView(Viewer):
         self.heat_pane = pn.pane.HoloViews(None, sizing_mode="stretch_width", linked_axes=False)
         self.dna_letters = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["bw-dna"])
         s.stream.param.watch(self._redraw, "batch")
-        s.param.watch(self._redraw, ["sample"])
+        s.param.watch(self._redraw, ["sample", "plot_tracks"])
         s.param.watch(self._redraw_heat, ["heatmap_track"])
 
     def _status_text(self):
@@ -360,7 +365,9 @@ class BatchView(Viewer):
         if v.get("source"):
             target += f" · source **{v['source']}**"
         self.coords.object = (f"Sample **{v['index']}**: `{v['coordinates']}`{target} · strand **{v['strand']}** · "
-                              f"{v['n_points']:,} bins of {v['window']:g} bp per track{rc_note}")
+                              f"{v['n_points']:,} bins of {v['window']:g} bp per track{rc_note}" +
+                              (f" · drawing {len(v['curves'])} of {v['n_tracks']:,} tracks"
+                               if len(v["curves"]) < v.get("n_tracks", 0) else ""))
         dna = v["dna"]
         self.dna_letters.object = self._letters_html(dna) if dna is not None and dna["kind"] == "letters" else ""
         shape = (len(v["curves"]), None if dna is None else dna["kind"])
@@ -447,6 +454,7 @@ class BatchView(Viewer):
             self.controls(),
             _alert(s.stream, "error"),
             pn.Row(self.sample, self.heat_track),
+            self.plot_tracks,
             self.coords,
             self.tracks_pane,
             self.dna_letters,

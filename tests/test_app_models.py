@@ -542,3 +542,41 @@ def test_every_setting_has_its_doc_as_a_tooltip(state):
         assert any(doc in t for t in shown), name                  # a tooltip on the page
         assert name in help_text and doc.split()[0] in help_text, name
     d.close()
+
+
+def test_many_tracks_draw_a_few_curves_picked_by_name(tmp_path):
+    """A folder of 300 tracks: the file table pages, a batch draws the first 8 curves, the picker
+    draws others, and the per-batch view work stays small (no 300-curve plot)."""
+    pytest.importorskip("panel")
+    from bwloader_app import Dashboard
+    from bwloader_app.state import MAX_PLOTTED_TRACKS
+    root = tmp_path / "root"
+    write_demo_collection(root / "base", n_tracks=2, chrom_sizes=CHROMS, seed=2)
+    many = root / "many"
+    many.mkdir()
+    files = sorted((root / "base").glob("*.bw"))
+    for i in range(300):
+        (many / f"t{i:03d}.bw").symlink_to(files[i % len(files)])
+    s = DashboardState(root)
+    try:
+        s.browser.folder = "many"
+        assert len(s.browser.tracks) == 300
+        s.config.param.update(batch_size=2, sequence_length=2000)
+        d = Dashboard(s)
+        d.__panel__().get_root()
+        assert d.collection.summary.pagination == "local" and len(d.collection.summary.value) == 300
+        s.step()
+        assert s.stream.wait(120)
+        s.poll()
+        assert s.stream.error == "" and s.stream.batch.values.shape[-1] == 300
+        assert s.plot_tracks == [f"t{i:03d}" for i in range(MAX_PLOTTED_TRACKS)]
+        assert len(d.batches.tracks_pane.objects) == MAX_PLOTTED_TRACKS          # no FASTA here: no DNA strip
+        assert "drawing 8 of 300 tracks" in d.batches.coords.object
+        s.plot_tracks = ["t299", "t150"]
+        v = s.sample_view()
+        assert list(v["curves"]) == ["t150", "t299"]                           # in the batch's order
+        np.testing.assert_array_equal(v["curves"]["t299"][1], s.stream.batch.values[0, :, 299])
+        assert len(d.batches.tracks_pane.objects) == 2
+        d.close()
+    finally:
+        s.close()
