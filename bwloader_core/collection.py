@@ -35,9 +35,9 @@ def _openable(paths_or_directory, paths):
     for p in paths:
         try:
             BigWigFile(p).close()
-        except (OSError, ValueError) as exc:
-            skipped.append((p, f"{type(exc).__name__}: {exc}"))
-        else:
+        except (ValueError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+            skipped.append((p, f"{type(exc).__name__}: {exc}"))   # the file itself is bad or not there
+        else:   # any other OSError (too many open files, an I/O error, a network failure) is raised
             ok.append(p)
     if not ok:
         raise ValueError(f"no readable bigWig file in directory {paths_or_directory}: " +
@@ -72,8 +72,10 @@ class BigWigCollection:
     in place, from a memory map, with no inflate and no copy.
     `backend` ('cpu', 'cuda' or 'auto', or a `Device`) decides where batches are made: on 'cuda'
     `get_batch` returns CuPy arrays.
-    `on_error="skip"` (for a folder only) leaves out the files of the folder that cannot be opened
-    as bigWigs; `skipped` lists them with the reason. Named files always raise.
+    `on_error="skip"` (for a folder only) leaves out the files of the folder that are not valid
+    bigWigs, missing, unreadable for permissions, or directories; `skipped` lists them with the
+    reason. Other read failures (too many open files, an I/O error) still raise: an outage is not a
+    bad file. Named files always raise.
     """
 
     def __init__(self, paths_or_directory, track_names=None, scaling=None, n_threads: int | None = None,

@@ -353,3 +353,29 @@ def test_a_file_truncated_before_open_stays_a_format_error(bw_files, tmp_path):
     p.write_bytes(raw[:len(raw) // 2])
     with pytest.raises(BigWigFormatError, match=r"short\.bw"):
         BigWigFile(str(p))
+
+
+def test_skip_leaves_out_bad_files_but_not_an_io_failure(bw_files, tmp_path):
+    """on_error='skip' skips a corrupt file, never an outage (here: no descriptor left)."""
+    import shutil
+    shutil.copy(bw_files["pybigwig_bedgraph"].path, tmp_path / "good.bw")
+    (tmp_path / "bad.bw").write_bytes(b"not a bigwig" * 20)
+    with BigWigCollection(str(tmp_path), on_error="skip") as coll:
+        assert coll.n_tracks == 1 and [Path(p).name for p, _ in coll.skipped] == ["bad.bw"]
+    out = _run(f"""
+        import json, os, resource
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+        from bwloader_core import BigWigCollection
+        held = []
+        while True:
+            try:
+                held.append(os.open("/dev/null", os.O_RDONLY))
+            except OSError:
+                break
+        try:
+            BigWigCollection({str(tmp_path)!r}, on_error="skip")
+            print(json.dumps(dict(raised=None)))
+        except OSError as e:
+            print(json.dumps(dict(raised=type(e).__name__, errno=e.errno)))
+    """)
+    assert out["raised"] and out["errno"] == errno.EMFILE
