@@ -22,7 +22,6 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ..format.spec import SECTION_HEADER_WORDS
 from . import fetch_native
 from .fill import OVERLAP, accumulate_entry, finalize_windows, finish_window
 from .parse import _walk
