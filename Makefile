@@ -40,13 +40,15 @@ demo: $(STAMP)
 	BWLOADER_DATA=$(CURDIR)/demo_data $(VENV)/bin/panel serve app/dashboard.py --address 127.0.0.1 --port $(DEMO_PORT)
 
 # Two steps: measure (every number into docs/scoreboard.json), then render (JSON -> Markdown + PNG).
-# The scoreboard, then fixed regions against GenVarLoader (the bench extra installs it), both in docs/.
+# The scoreboard, then fixed regions against GenVarLoader (the bench extra installs it) and S4
+# (thousands of tracks), all in docs/.
 bench: $(STAMP)
 	$(PY) -c "import genvarloader" 2>/dev/null || $(PY) -m pip install -q -e ".[bench]"
 	$(PY) benchmarks/scoreboard.py --json docs/scoreboard.json
 	$(PY) benchmarks/bench_fixed_regions.py --json docs/fixed_regions.json --md docs/fixed_regions.md
+	$(PY) benchmarks/bench_s4.py --out docs/s4
 	$(PY) benchmarks/scoreboard_render.py docs/scoreboard.json --out docs/scoreboard.md --plot docs/scoreboard.png \
-		--section docs/fixed_regions.md
+		--section docs/fixed_regions.md --section docs/s4.md
 
 clean:
 	rm -rf $(VENV) demo_data benchmarks/out
