@@ -143,9 +143,8 @@ class CudaContext:
         else:
             words, block_nbytes = self._fetch_staged(bp, table)
         t2 = time.perf_counter()
-        sections, n_sec = self._parse(bp, table, words, block_nbytes)
+        sections, first_sec, n_sec = self._parse(bp, table, words, block_nbytes)
         t3 = time.perf_counter()
-        first_sec = np.concatenate([[0], np.cumsum(n_sec)[:-1]]).astype(np.int64)
         links = search.link_entries(plan, first_sec, n_sec)
         entries = self._search(q, links, words, sections, coll.index)
         t4 = time.perf_counter()
@@ -233,7 +232,8 @@ class CudaContext:
         return nbytes
 
     def _parse(self, bp, table: BlockTable, words, block_nbytes):
-        """Sections on the device (SECTION_ROWS x n int64) and the count per block (host)."""
+        """Sections on the device (SECTION_ROWS x n int64), and each block's first section and
+        section count (host)."""
         count, write = parse.cuda_kernels()
         idx = bp.collection.index
         n = len(table)
@@ -258,7 +258,7 @@ class CudaContext:
         self.launch(write, n, words, d_start, d_nbytes, d_swap, self.upload(idx.file_chrom_first[table.file],
                                                                              "chrom_first"),
                     self.upload(first, "first_row"), sections)
-        return sections, n_sec
+        return sections, first, n_sec
 
     def _search(self, q: Queries, links, words, sections, index):
         """Entries (a, b, origin, first, count) on the device, one thread per entry."""

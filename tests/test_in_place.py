@@ -108,3 +108,25 @@ def test_switched_off_by_environment(bw_files, monkeypatch):
     with BigWigCollection([bw_files["version1"].path]) as coll:
         coll.get_batch([coll.files[0].chrom_names[0]], [0], [1000])
         assert coll._processor._fetcher.blocks_in_place == 0
+
+
+def test_overflowing_block_beside_blocks_read_in_place_and_cached(bw_files, tmp_path):
+    """A compressed block that inflates past its slot (constant values compress > 64x) gets a buffer
+    of its own; in a batch that also reads blocks in place, or from the cache, the Words keep that
+    buffer alive and the values equal the oracle's."""
+    import pyBigWig
+    p = str(tmp_path / "flat.bw")
+    w = df.BigWigWriter(p, {"chr3": 100_000}, items_per_slot=60_000)
+    w.add_fixed_step("chr3", 0, np.full(60_000, 2.5, np.float32), step=1, span=1)
+    w.close()
+    raw = bw_files["version1"].path
+    chrom = "chr3"
+    assert chrom in pyBigWig.open(raw).chroms()
+    starts = np.array([0, 10_000, 59_000])
+    for cache in (0, 1 << 24):
+        with BigWigCollection([p, raw], cache_bytes=cache) as coll:
+            for _ in range(2):
+                got = coll.get_batch([chrom] * 3, starts, starts + 2000, default_value=np.nan)
+                np.testing.assert_array_equal(got[..., 0], df.oracle_batch(p, [chrom] * 3, starts, starts + 2000))
+                np.testing.assert_array_equal(got[..., 1], df.oracle_batch(raw, [chrom] * 3, starts, starts + 2000))
+            assert coll._processor._fetcher.blocks_in_place > 0

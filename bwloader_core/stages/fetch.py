@@ -496,7 +496,7 @@ def fetch_batch(fetcher: BlockFetcher, files, table: BlockTable, *, maps: Memory
             ok = np.ones(len(into), bool)
             if w.words is not arena:          # a block overflowed its region: served from its own buffer
                 ok = w.block_start == sub.slot + (arena.ctypes.data - w.words.ctypes.data) // 4
-                regions.append(w.words)
+                regions.extend(w.keep)        # the arena and that buffer (w.words only views them)
                 addr[into] = w.words.ctypes.data + w.block_start * 4
             else:
                 addr[into] = arena.ctypes.data + sub.slot * 4
@@ -507,7 +507,7 @@ def fetch_batch(fetcher: BlockFetcher, files, table: BlockTable, *, maps: Memory
         todo = miss[got < 0]
     if len(todo):
         w = fetcher.fetch(files, table.take(todo))
-        regions.append(w.words)
+        regions.extend(w.keep or (w.words,))   # an overflowed block: the buffers, not the view of them
         addr[todo] = w.words.ctypes.data + w.block_start * 4
         nbytes[todo] = w.block_nbytes
         if len(todo) == n:                     # the plain case: no view needed
