@@ -16,6 +16,7 @@ import numpy as np
 
 from .device import Device
 from .dtypes import cast_output
+from .output_pool import OutputPool
 from .stages.fetch import SLOT_RATIO, BlockFetcher, BlockTable, Words, fetch_batch
 from .stages.fill import WindowBuffers, fill_compiled, fill_reference
 from .stages.parse import Sections, parse_blocks
@@ -26,6 +27,7 @@ from .stages.search import (Entries, clip_entries, item_ranges, item_ranges_numb
 STAGES = ("plan", "read+inflate", "decode", "search", "fill")
 PARALLEL_MIN_ENTRIES = 256     # below this, one thread searches and paints (hand-off costs more)
 GROUP_BYTES = 192 << 20        # working memory of one group of tracks (BWLOADER_GROUP_BYTES overrides)
+DIRECT_SCRATCH_BYTES = 64 << 20  # the direct path's working memory per thread, at most (wider: staged, in groups)
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,8 @@ class BatchProcessor:
         self.group_bytes = int(os.environ.get("BWLOADER_GROUP_BYTES", GROUP_BYTES))
         self.groups_run = 0          # track groups of wide batches (see `track_groups`)
         self.batches_fused = 0       # windowed batches done by the fused path (see `fused`)
+        self.batches_direct = 0      # batches done by the direct path (see `direct`)
+        self.outputs = OutputPool()  # the memory of outputs the caller has let go, for the next ones
 
     # -- stages ---------------------------------------------------------------------------------
     def plan(self, queries: Queries) -> Plan:
@@ -183,6 +187,9 @@ class BatchProcessor:
         return list(zip(bounds[:-1], bounds[1:]))
 
     def _process_cpu(self, q: Queries, spec: OutputSpec, t0: float):
+        done = self._process_direct(q, spec, t0)
+        if done is not None:
+            return done
         plan = self.plan(q)
         idx = self.collection.index
         if spec.window_size > 1 and self.fused and not (self.device.read_in_place
@@ -207,6 +214,55 @@ class BatchProcessor:
         return (self._cuda is None and self.kernel == "numba" and self._fetcher.native
                 and not getattr(c, "cache", None) and idx.all_local
                 and os.environ.get("BWLOADER_FUSED", "1") != "0" and native_available())
+
+    @property
+    def direct(self) -> bool:
+        """True when batches whose blocks lie in memory take the direct path (`stages.direct`):
+        CPU and compiled kernels (BWLOADER_DIRECT=0 turns it off)."""
+        return self._cuda is None and self.kernel == "numba" and os.environ.get("BWLOADER_DIRECT", "1") != "0"
+
+    def _process_direct(self, q: Queries, spec: OutputSpec, t0: float):
+        """The batch through the direct path when its blocks can be read where they lie: every
+        track read in place (uncompressed files in memory maps, blocks on 4-byte boundaries: no
+        plan, no fetch), or with a
+        block cache or some tracks in place (planned and fetched as usual: hits and in-place
+        blocks where they lie, the rest inflated, into the cache when there is one). Then one
+        compiled pass per share of rows searches and fills, into a pooled output. None when the
+        batch takes the staged path. Its time counts as fill."""
+        from .stages.direct import BlockPlace, direct_batch, scratch_bytes
+        c = self.collection
+        idx = c.index
+        nw = q.length // spec.window_size
+        if not self.direct or scratch_bytes(q.n_tracks, nw) > DIRECT_SCRATCH_BYTES:
+            return None
+        cache = getattr(c, "cache", None)
+        in_place = idx.file_in_place[q.tracks] if self.device.read_in_place else np.zeros(q.n_tracks, bool)
+        plan = None
+        if not cache and in_place.all() and idx.file_aligned[q.tracks].all():
+            place = BlockPlace.of_maps(c.memory_maps, q.tracks)
+            t1 = t2 = time.perf_counter()
+        elif cache or in_place.any():
+            plan = self.plan(q)
+            table = self.block_table(plan)
+            t1 = time.perf_counter()
+            place = BlockPlace.of_words(self.fetch(table), plan.blocks, idx.n_files)
+            self.blocks_decoded += len(table)
+            t2 = time.perf_counter()
+        else:
+            return None
+        scaling = c.scaling_factors
+        col_scale = np.ones(q.n_tracks) if scaling is None else scaling[q.tracks].astype(np.float64)
+        out = self.outputs.empty((q.batch, nw, q.n_tracks), np.float32)
+        reads = direct_batch(q, idx, place, col_scale, spec, out, self._fetcher.map, self._shares(q.n_pairs))
+        if reads < 0:
+            self.release()
+            return None
+        if plan is None:
+            self._fetcher.blocks_in_place += reads
+        out = cast_output(out, spec.dtype)
+        self.batches_direct += 1
+        t3 = time.perf_counter()
+        return out, dict(zip(STAGES, (t1 - t0, t2 - t1, 0.0, 0.0, t3 - t2)))
 
     def _process_fused(self, q: Queries, spec: OutputSpec, plan: Plan, t0: float):
         """Windowed values through the fused per-chunk kernel; None when the batch needs the

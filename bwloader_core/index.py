@@ -50,6 +50,7 @@ class FlatIndex:
     file_compressed: np.ndarray   # bool (T,)
     file_uncompress_buf_size: np.ndarray  # int64 (T,): 0 for uncompressed files
     file_in_place: np.ndarray     # bool (T,): data blocks can be read where they lie (memory map)
+    file_aligned: np.ndarray      # bool (T,): every data block starts on a 4-byte boundary (read as words)
     all_local: bool               # every file is local (read by compiled preads through the descriptor pool)
     # per chromosome table (files with equal chromosome names and sizes share one), by global chromosome
     table_chrom_key: np.ndarray   # int64 (n_tables, G): key of base 0 of the chromosome
@@ -177,6 +178,7 @@ class FlatIndex:
             file_uncompress_buf_size=_frozen(np.array([f.uncompress_buf_size if f.compressed else 0
                                                        for f in files], np.int64)),
             file_in_place=_frozen(np.array([f.readable_in_place for f in files], bool)),
+            file_aligned=_frozen(np.array([bool((np.asarray(f.block_offset) % 4 == 0).all()) for f in files], bool)),
             all_local=all(f.is_local for f in files),
             table_chrom_key=_frozen(table_key), table_chrom_len=_frozen(table_len),
             chrom_key_base=_frozen(chrom_key_base), chrom_len_flat=_frozen(cat(len_flat, np.int64)),

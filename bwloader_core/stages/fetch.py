@@ -402,6 +402,7 @@ class MemoryMaps:
         self.files = files
         self.address = np.full(len(files), -1, np.int64)
         self._arrays: dict = {}
+        self._place = None            # `words_of`'s answer for the maps made so far
         import threading
         self._lock = threading.Lock()
 
@@ -415,6 +416,7 @@ class MemoryMaps:
                     arr = self.files[f].memory_map()
                     self._arrays[f] = arr
                     self.address[f] = arr.ctypes.data
+                    self._place = None
         for f in ids.tolist():
             if not self.files[f].still_whole():
                 import errno
@@ -425,6 +427,23 @@ class MemoryMaps:
 
     def regions(self, file_ids) -> list:
         return [self._arrays[f] for f in np.unique(file_ids).tolist()]
+
+    def words_of(self, file_ids) -> tuple[np.ndarray, np.ndarray, tuple]:
+        """(one uint32 view spanning every map so far, the word of the view where each file's
+        byte 0 lies (-1 for files not mapped), the maps to hold while reading), with the given
+        files mapped first. The view is made again only when a file is newly mapped."""
+        self.addresses(file_ids)
+        place = self._place
+        if place is None:
+            with self._lock:
+                items = list(self._arrays.items())
+                arrays = tuple(a for _, a in items)
+                view, base = span_view(arrays)
+                word = np.full(len(self.files), -1, np.int64)
+                for f, a in items:
+                    word[f] = (a.ctypes.data - base) // 4
+                place = self._place = (view, word, arrays)
+        return place
 
 
 def compact(w: Words) -> Words:

@@ -1,0 +1,394 @@
+"""The direct path: search and fill fused, for blocks that already lie in memory, one compiled
+call per share of output rows.
+
+When every block of a batch can be read where it lies (uncompressed files in their memory maps,
+blocks in the decoded-block cache), nothing needs reading, inflating or copying, and the staged
+path's parse, search and fill (a dozen vector operations over links, sections and entries, then
+a paint) are mostly bookkeeping. Here each thread takes rows of the output and, per (row,
+track), in one compiled call holding no GIL:
+
+    find the file's blocks that overlap the query (two bisections of its block index, or the
+    batch plan's links) -> walk each block's section headers -> clip to the section's chromosome,
+    find the items (`search.item_range`) -> paint them (window 1) or add them into the row's
+    windows (`fill.accumulate_entry`, `fill.finish_window`)
+
+in the order the staged path meets them, so the output is bit for bit the staged path's. A row's
+tracks are painted into a small contiguous scratch (the core's cache holds it), then written to
+the (batch, length, tracks) output in one interleaving pass. Anything unusual (a malformed
+block, a chromosome the file lacks, overlapping records in a window) abandons the batch to the
+staged path, which reads it again and reports the precise error.
+
+Blocks are found in one of two ways (`BlockPlace`):
+- by file: `file_word[f] >= 0` is the word of `words` where file f's byte 0 lies (its memory
+  map), and a block's words start at `file_word[f] + block_offset // 4` (offsets 4-byte aligned);
+- by plan: the batch plan's blocks (sorted ids) with the first word and byte length of each in
+  `words` (a fetch stage's `Words`: cache hits, blocks inflated into the cache, in-place blocks).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from ..format.spec import ITEM_WORDS, MAX_SECTIONS_PER_BLOCK, SECTION_HEADER_WORDS as HEADER_WORDS
+from .fill import OVERLAP, _item, accumulate_entry, finish_window
+from .search import _first_above, item_range
+
+DIRECT_OK, DIRECT_ABANDON = 0, 1
+MODES = {"mean": 0, "sum": 1, "max": 2, "min": 2}
+RUN = 32                  # values `paint_items` writes at a time
+
+
+@dataclass(frozen=True, eq=False)
+class BlockPlace:
+    """Where the blocks of a batch lie in `words` (see the module docstring)."""
+    words: np.ndarray        # uint32: a view spanning every region the blocks lie in
+    file_word: np.ndarray    # int64 (n_files,): word of the file's byte 0, -1: look the block up by plan
+    plan_blocks: np.ndarray  # int64 (n,): sorted FlatIndex block ids (empty: by file only)
+    plan_word: np.ndarray    # int64 (n,): first word of each
+    plan_nbytes: np.ndarray  # int64 (n,): its byte length
+    keep: tuple = ()         # the memory regions `words` spans, held while it is read
+
+    @classmethod
+    def of_maps(cls, maps, tracks) -> "BlockPlace":
+        """Every block of files `tracks` where it lies in its file's memory map."""
+        words, file_word, arrays = maps.words_of(tracks)
+        z = np.zeros(0, np.int64)
+        return cls(words, file_word, z, z, z, arrays)
+
+    @classmethod
+    def of_words(cls, words, plan_blocks, n_files: int) -> "BlockPlace":
+        """The blocks of a plan where a fetch stage's `Words` hold them."""
+        return cls(words.words, np.full(n_files, -1, np.int64), plan_blocks, words.block_start, words.block_nbytes,
+                   (words,))
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _locate(blk, f, file_word, block_offset, block_size, plan_blocks, plan_word, plan_nbytes):
+    """(first word, byte length) of block `blk` of file `f`; (-1, 0) when it is not in memory."""
+    fw = file_word[f]
+    if fw >= 0:
+        off = np.int64(block_offset[blk])
+        if off % 4:
+            return np.int64(-1), np.int64(0)     # not a word boundary: the staged path copies it
+        return fw + off // 4, np.int64(block_size[blk])
+    lo, hi = 0, plan_blocks.shape[0]
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if plan_blocks[mid] < blk:
+            lo = mid + 1
+        else:
+            hi = mid
+    if lo < plan_blocks.shape[0] and plan_blocks[lo] == blk:
+        return plan_word[lo], plan_nbytes[lo]
+    return np.int64(-1), np.int64(0)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _fill_run(flat, base, x, end, value):
+    """flat[base + x : base + end] = value, in whole runs of RUN values (so possibly past `end`):
+    one predictable loop trip for most runs, and stores the compiler vectorises. Indices are
+    unsigned, which spares each store a negative-index check."""
+    while x < end:
+        for j in range(RUN):
+            flat[base + x + np.uint64(j)] = value
+        x += np.uint64(RUN)
+
+
+@njit(nogil=True, cache=True)
+def paint_items(words, fwords, typ, item_w, first, count, s0, st, sp, a, bb, o, sc, dflt, flat, base, filled, nw):
+    """Items first..first+count-1 of a section painted into the row at flat[base:], clipped to
+    [a, bb) of the chromosome (output base 0 at `o`), the default written over the gaps from
+    `filled` (where the row's painting stands) on. Returns the new `filled`.
+
+    A later item overwrites an earlier one where they overlap (pyBigWig's order), as
+    `fill.paint_rows`. Runs are written in blocks of RUN values, past their end: whatever lies
+    past `filled` is written again by the next gap, item or the row's final default. An item
+    that ends before `filled` (nested in an earlier one) is written exactly."""
+    for i in range(first, first + count):
+        s, e, v = _item(words, fwords, typ, item_w, i, s0, st, sp)
+        ls = max(s, a) - o
+        le = min(e, bb) - o
+        if ls < 0:
+            ls = 0
+        if le > nw:
+            le = nw
+        if le <= ls:
+            continue
+        val = np.float32(np.float64(v) * sc)
+        uls = np.uint64(ls)
+        ule = np.uint64(le)
+        if ule >= filled:
+            _fill_run(flat, base, filled, uls, dflt)
+            _fill_run(flat, base, uls, ule, val)
+            filled = ule
+        else:
+            for x in range(uls, ule):
+                flat[base + x] = val
+    return filled
+
+
+@njit(nogil=True, cache=True)
+def interleave(sflat, W, out, b):
+    """out[b, x, t] = row t of the scratch (rows of W values) at x: the (tracks, length) rows of
+    one output row into its (length, tracks) layout. Few tracks: track by track (contiguous
+    reads); many: position by position (contiguous writes)."""
+    U = np.uint64
+    nw = U(out.shape[1])
+    T = U(out.shape[2])
+    flat = out.reshape(-1)
+    base = U(b) * nw * T
+    uW = U(W)
+    if T == 1:
+        for x in range(nw):
+            flat[base + x] = sflat[x]
+    elif T < 8:
+        for t in range(T):
+            s0 = U(t) * uW
+            o0 = base + U(t)
+            for x in range(nw):
+                flat[o0 + U(x) * T] = sflat[s0 + U(x)]
+    else:
+        for x in range(nw):
+            o = base + U(x) * T
+            for t in range(T):
+                flat[o + U(t)] = sflat[U(t) * uW + U(x)]
+
+
+@intrinsic
+def prefetch(typingctx, arr, idx):
+    """Ask the CPU to bring arr[idx] into cache (LLVM's prefetch: read, keep, data); no bounds
+    check and no fault (a hint). The direct path asks for the next row's blocks while it paints
+    this row's, so the misses (and page walks) of different pairs overlap instead of queueing."""
+    if not isinstance(arr, types.Array) or not isinstance(idx, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        aryty, idxty = signature.args
+        ary = context.make_array(aryty)(context, builder, args[0])
+        i = context.cast(builder, args[1], idxty, types.intp)
+        ptr = cgutils.get_item_pointer2(context, builder, data=ary.data,
+                                        shape=cgutils.unpack_tuple(builder, ary.shape, aryty.ndim),
+                                        strides=cgutils.unpack_tuple(builder, ary.strides, aryty.ndim),
+                                        layout=aryty.layout, inds=[i], wraparound=False)
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                                            "llvm.prefetch.p0")
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return types.void(arr, idx), codegen
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _block_range(f, lo_key, hi_key, file_block_first, block_start, block_end_cummax):
+    """Rows [lo, hi) of file f's blocks that may overlap keys [lo_key, hi_key) (`plan.block_ranges`)."""
+    lo = file_block_first[f]
+    hi = file_block_first[f + 1]
+    while lo < hi:                       # first row with end_cummax > lo_key
+        mid = (lo + hi) >> 1
+        if np.int64(block_end_cummax[mid]) <= lo_key:
+            lo = mid + 1
+        else:
+            hi = mid
+    b1 = lo
+    hi = file_block_first[f + 1]
+    while b1 < hi:                       # first row with start >= hi_key
+        mid = (b1 + hi) >> 1
+        if np.int64(block_start[mid]) < hi_key:
+            b1 = mid + 1
+        else:
+            hi = mid
+    return lo, b1
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _guess(x, s0, s1, cnt):
+    """The item index of position x, interpolated over a section spanning [s0, s1) with cnt items."""
+    if s1 <= s0:
+        return np.int64(0)
+    return np.int64((x - s0) * cnt / (s1 - s0))
+
+
+@njit(nogil=True, cache=True)
+def direct_rows(words, fwords, b_lo, b_hi, n_batch, tracks, key_lo, key_hi, origin, col_scale, file_word,
+                plan_blocks, plan_word, plan_nbytes, file_block_first, file_chrom_first, file_n_chroms,
+                file_big_endian, block_start, block_end, block_end_cummax, block_offset, block_size, chrom_key_base,
+                chrom_len_flat, length, w, mode, skip_nan, is_max, default, out):
+    """Output rows b_lo..b_hi-1 of `out` (B, length // w, T) float32: every (row, track) pair's
+    blocks searched and its items painted (w == 1) or reduced into windows. Returns (DIRECT_OK or
+    DIRECT_ABANDON (nothing is then to be trusted in those rows), blocks searched)."""
+    T = tracks.shape[0]
+    nw = length // w
+    lim = nw * w
+    top = words.shape[0] - 1
+    want_extreme = mode == 2
+    acc0 = -np.inf if is_max else np.inf
+    W = nw + RUN                                  # room for `paint_items` to write past the end
+    scratch = np.empty((T, W), np.float32)
+    sflat = scratch.reshape(-1)
+    sums = np.empty(nw if w > 1 else 0)
+    covered = np.empty(nw if w > 1 else 0)
+    acc = np.empty(nw if w > 1 else 0)
+    dflt = np.float32(default)
+    ranges = np.zeros((2, T, 2), np.int64)         # block rows of this row's pairs and the next's
+    n_read = 0
+    for b in range(b_lo, b_hi + 1):
+        # the block rows of row b's pairs, and a prefetch of where each pair's search starts
+        # (its first block's header, and the item its start falls on, guessed from the index)
+        if b < b_hi:
+            for c in range(T):
+                p = c * n_batch + b
+                lo_key, hi_key = key_lo[p], key_hi[p]
+                f = tracks[c]
+                lo, b1 = np.int64(0), np.int64(0)
+                if hi_key > lo_key:
+                    lo, b1 = _block_range(f, lo_key, hi_key, file_block_first, block_start, block_end_cummax)
+                    while lo < b1 and np.int64(block_end[lo]) <= lo_key:
+                        lo += 1
+                    if lo < b1:
+                        wd, nbytes = _locate(lo, f, file_word, block_offset, block_size, plan_blocks, plan_word,
+                                             plan_nbytes)
+                        if wd >= 0 and nbytes > 0:
+                            prefetch(words, wd)
+                            ks, ke = np.int64(block_start[lo]), np.int64(block_end[lo])
+                            n_items_words = nbytes // 4 - HEADER_WORDS
+                            g = _guess(lo_key, ks, ke, n_items_words)
+                            prefetch(words, wd + HEADER_WORDS + min(max(g, 0), max(n_items_words - 1, 0)))
+                ranges[b & 1, c, 0] = lo
+                ranges[b & 1, c, 1] = b1
+        if b == b_lo:
+            continue
+        r = b - 1                                  # paint row r, whose blocks were asked for a row ago
+        for c in range(T):
+            p = c * n_batch + r
+            row = scratch[c]
+            lo_key, hi_key = key_lo[p], key_hi[p]
+            f = tracks[c]
+            sc = col_scale[c]
+            filled = np.uint64(0)
+            last = np.int64(-1)
+            if w > 1:
+                sums[:] = 0.0
+                covered[:] = 0.0
+                if want_extreme:
+                    acc[:] = acc0
+            cf = file_chrom_first[f]
+            nch = file_n_chroms[f]
+            swapped = file_big_endian[f]
+            for blk in range(ranges[r & 1, c, 0], ranges[r & 1, c, 1]):
+                if np.int64(block_end[blk]) <= lo_key:
+                    continue
+                wd, nbytes = _locate(blk, f, file_word, block_offset, block_size, plan_blocks, plan_word, plan_nbytes)
+                if wd < 0:
+                    return DIRECT_ABANDON, n_read
+                n_read += 1
+                if nbytes <= 0:
+                    continue
+                end_byte = wd * 4 + nbytes
+                cursor = wd
+                n_sec = 0
+                while True:                          # the block's sections
+                    if (cursor + HEADER_WORDS) * 4 > end_byte:
+                        return DIRECT_ABANDON, n_read
+                    lastw = np.int64(words[cursor + 5])
+                    if swapped:       # a big-endian block, swapped word by word by the fetch stage
+                        typ = (lastw >> 24) & 0xFF
+                        cnt = lastw & 0xFFFF
+                    else:
+                        typ = lastw & 0xFF
+                        cnt = (lastw >> 16) & 0xFFFF
+                    if typ < 1 or typ > 3:
+                        return DIRECT_ABANDON, n_read
+                    iw = ITEM_WORDS[typ]
+                    nxt = cursor + HEADER_WORDS + cnt * iw
+                    if nxt * 4 > end_byte:
+                        return DIRECT_ABANDON, n_read
+                    n_sec += 1
+                    if n_sec > MAX_SECTIONS_PER_BLOCK:
+                        return DIRECT_ABANDON, n_read
+                    cid = np.int64(words[cursor])
+                    if cid >= nch:
+                        return DIRECT_ABANDON, n_read
+                    cr = cf + cid
+                    cb = chrom_key_base[cr]
+                    clen = chrom_len_flat[cr]
+                    a = min(max(lo_key - cb, 0), clen)
+                    bb = min(max(hi_key - cb, 0), clen)
+                    if bb > a and cnt > 0:
+                        s0 = np.int64(words[cursor + 1])
+                        st = np.int64(words[cursor + 3])
+                        sp = np.int64(words[cursor + 4])
+                        item_w = cursor + HEADER_WORDS
+                        if typ == 3:
+                            first, count = item_range(words, top, typ, cnt, item_w, s0, st, sp, a, bb)
+                        else:                        # as `search.item_range`, guessing from the header
+                            s1 = np.int64(words[cursor + 2])
+                            end_word = 1 if typ == 1 else 0
+                            end_add = 0 if typ == 1 else sp
+                            first = _first_above(words, top, item_w, cnt, iw, end_word, end_add, a,
+                                                 _guess(a, s0, s1, cnt))
+                            f1 = _first_above(words, top, item_w, cnt, iw, 0, 0, bb - 1, _guess(bb, s0, s1, cnt))
+                            count = max(f1 - first, 0)
+                        o = origin[p] - cb
+                        if count == 0:
+                            pass
+                        elif w == 1:
+                            filled = paint_items(words, fwords, typ, item_w, first, count, s0, st, sp, a, bb, o,
+                                                 sc, dflt, sflat, np.uint64(c * W), filled, nw)
+                        else:
+                            last = accumulate_entry(words, fwords, typ, item_w, first, count, s0, st, sp, a, bb, o,
+                                                    sc, 0, lim, w, skip_nan, want_extreme, is_max, last, sums,
+                                                    covered, acc)
+                            if last == OVERLAP:
+                                return DIRECT_ABANDON, n_read
+                    cursor = nxt
+                    if (nxt + HEADER_WORDS) * 4 > end_byte:
+                        break
+            if w == 1:
+                _fill_run(sflat, np.uint64(c * W), filled, np.uint64(nw), dflt)
+            else:
+                for x in range(nw):
+                    row[x] = np.float32(finish_window(sums[x], covered[x], acc[x] if want_extreme else 0.0, w, mode,
+                                                      skip_nan, is_max, default))
+        interleave(sflat, W, out, r)
+    return DIRECT_OK, n_read
+
+
+def direct_batch(q, index, place: BlockPlace, col_scale, spec, out, run_parts, n_parts: int) -> int:
+    """Fill `out` (B, L // w, T) float32 with the values of queries `q`, every block in memory as
+    `place` says, in `n_parts` shares of rows run by `run_parts(fn, items)` (a thread pool's
+    map). Returns the number of (pair, block) reads, or -1 when the batch must take the staged
+    path."""
+    T, B, L, w = q.n_tracks, q.batch, q.length, spec.window_size
+    if B == 0 or T == 0:
+        return 0
+    reduce, default = spec.reduce, float(spec.default_value)
+    n_parts = max(1, min(n_parts, B))
+    cut = np.linspace(0, B, n_parts + 1).astype(np.int64).tolist()
+    fwords = place.words.view(np.float32)
+
+    def run(share):
+        return direct_rows(place.words, fwords, share[0], share[1], B, q.tracks, q.key_lo, q.key_hi, q.origin,
+                           col_scale, place.file_word, place.plan_blocks, place.plan_word, place.plan_nbytes,
+                           index.file_block_first, index.file_chrom_first, index.file_n_chroms, index.file_big_endian,
+                           index.block_start,
+                           index.block_end, index.block_end_cummax, index.block_offset, index.block_size,
+                           index.chrom_key_base, index.chrom_len_flat, L, w, MODES[reduce], bool(np.isnan(default)),
+                           reduce == "max", default, out)
+
+    shares = list(zip(cut[:-1], cut[1:]))
+    results = run_parts(run, shares) if n_parts > 1 else [run(shares[0])]
+    if any(status != DIRECT_OK for status, _ in results):
+        return -1
+    return int(sum(n for _, n in results))
+
+
+def scratch_bytes(n_tracks: int, n_windows: int) -> int:
+    """Working memory of one thread of `direct_rows`: a row's tracks side by side."""
+    return n_tracks * (n_windows + RUN) * 4
