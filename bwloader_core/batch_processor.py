@@ -253,7 +253,7 @@ class BatchProcessor:
         scaling = c.scaling_factors
         col_scale = np.ones(q.n_tracks) if scaling is None else scaling[q.tracks].astype(np.float64)
         out = self.outputs.empty((q.batch, nw, q.n_tracks), np.float32)
-        reads = direct_batch(q, idx, place, col_scale, spec, out, self._fetcher.map, self._shares(q.n_pairs))
+        reads = direct_batch(q, idx, place, col_scale, spec, out, self._fetcher.map_here, self._shares(q.n_pairs))
         if reads < 0:
             self.release()
             return None

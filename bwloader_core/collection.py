@@ -181,6 +181,11 @@ class BigWigCollection:
         return np.array(out, np.int64)
 
     def _chrom_indices(self, chromosomes) -> np.ndarray:
+        index = self._chrom_index
+        try:           # the usual batch: names that are all known, looked up one by one (no sort)
+            return np.fromiter(map(index.__getitem__, chromosomes), np.int64, len(chromosomes))
+        except (KeyError, TypeError):
+            pass       # the general path below converts other types and names the unknown chromosome
         chroms = np.asarray(chromosomes)
         uniq, inv = np.unique(chroms.astype(str), return_inverse=True)
         g = np.empty(len(uniq), np.int64)
@@ -229,14 +234,7 @@ class BigWigCollection:
         track_idx = self.track_indices(tracks)
         _check_memory(B, L, len(track_idx), window_size, resolve_dtype(dtype).itemsize)
         g = self._chrom_indices(chroms) if B else np.zeros(0, np.int64)
-        ck, cl = self.index.chrom_keys(track_idx, g)              # (T, B), each file's own key space
-        qs = np.clip(starts[None, :], 0, np.maximum(cl, 0))
-        qe = np.clip(ends[None, :], 0, np.maximum(cl, 0))
-        valid = (cl >= 0) & (qe > qs)
-        key_lo = np.where(valid, ck + qs, 0).reshape(-1)
-        key_hi = np.where(valid, ck + qe, 0).reshape(-1)
-        origin = (ck + starts[None, :]).reshape(-1)
-        return Queries(track_idx, B, L, key_lo, key_hi, origin)
+        return Queries.in_key_space(self.index, track_idx, g, starts, ends)
 
     def get_batch(self, chromosomes, starts, ends, window_size=1, reduce="mean", default_value=0.0,
                   dtype="float32", tracks=None, zoom=False):

@@ -89,12 +89,6 @@ class FlatIndex:
         """The file (track) of each block id."""
         return np.searchsorted(self.file_block_first, blocks, side="right") - 1
 
-    def chrom_keys(self, tracks, chrom_ids):
-        """(key of base 0, length or -1) of global chromosomes `chrom_ids` in files `tracks`,
-        both int64 of shape (len(tracks), len(chrom_ids))."""
-        rows = np.ix_(self.file_table[tracks], chrom_ids)
-        return self.table_chrom_key[rows], self.table_chrom_len[rows]
-
     def chrom_row_of_keys(self, files, keys) -> np.ndarray:
         """Flat chromosome row of key `keys[i]` in file `files[i]` (the last chromosome starting at
         or before it)."""

@@ -40,6 +40,7 @@ from .search import _first_above, item_range
 
 DIRECT_OK, DIRECT_ABANDON = 0, 1
 MODES = {"mean": 0, "sum": 1, "max": 2, "min": 2}
+PREFETCH_WORDS = 1024      # the most words of one pair's items asked for ahead
 RUN = 32                  # values `paint_items` writes at a time
 
 
@@ -136,7 +137,7 @@ def paint_items(words, fwords, typ, item_w, first, count, s0, st, sp, a, bb, o, 
 def interleave(sflat, W, out, b):
     """out[b, x, t] = row t of the scratch (rows of W values) at x: the (tracks, length) rows of
     one output row into its (length, tracks) layout. Few tracks: track by track (contiguous
-    reads); many: position by position (contiguous writes)."""
+    reads); many: position by position (contiguous, streaming writes; the caller fences)."""
     U = np.uint64
     nw = U(out.shape[1])
     T = U(out.shape[2])
@@ -152,11 +153,11 @@ def interleave(sflat, W, out, b):
             o0 = base + U(t)
             for x in range(nw):
                 flat[o0 + U(x) * T] = sflat[s0 + U(x)]
-    else:
+    else:              # whole lines in order: streaming stores (the output outgrows the caches)
         for x in range(nw):
             o = base + U(x) * T
             for t in range(T):
-                flat[o + U(t)] = sflat[U(t) * uW + U(x)]
+                store_streaming(flat, o + U(t), sflat[U(t) * uW + U(x)])
 
 
 @intrinsic
@@ -183,6 +184,40 @@ def prefetch(typingctx, arr, idx):
         return context.get_dummy_value()
 
     return types.void(arr, idx), codegen
+
+
+@intrinsic
+def store_streaming(typingctx, arr, idx, val):
+    """arr[idx] = val as a non-temporal store (no read of the line first, no cache pollution):
+    for writing an output far larger than the caches once, in whole lines. Unchecked index;
+    `store_fence()` before others read what was written."""
+    if not isinstance(arr, types.Array) or not isinstance(idx, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        aryty, idxty, valty = signature.args
+        ary = context.make_array(aryty)(context, builder, args[0])
+        i = context.cast(builder, args[1], idxty, types.intp)
+        ptr = cgutils.get_item_pointer2(context, builder, data=ary.data,
+                                        shape=cgutils.unpack_tuple(builder, ary.shape, aryty.ndim),
+                                        strides=cgutils.unpack_tuple(builder, ary.strides, aryty.ndim),
+                                        layout=aryty.layout, inds=[i], wraparound=False)
+        v = context.cast(builder, args[2], valty, aryty.dtype)
+        st = builder.store(v, ptr)
+        st.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
+        return context.get_dummy_value()
+
+    return types.void(arr, idx, val), codegen
+
+
+@intrinsic
+def store_fence(typingctx):
+    """A full memory fence: streaming stores are ordered before anything after it."""
+    def codegen(context, builder, signature, args):
+        builder.fence("seq_cst")
+        return context.get_dummy_value()
+
+    return types.void(), codegen
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -258,8 +293,11 @@ def direct_rows(words, fwords, b_lo, b_hi, n_batch, tracks, key_lo, key_hi, orig
                             prefetch(words, wd)
                             ks, ke = np.int64(block_start[lo]), np.int64(block_end[lo])
                             n_items_words = nbytes // 4 - HEADER_WORDS
-                            g = _guess(lo_key, ks, ke, n_items_words)
-                            prefetch(words, wd + HEADER_WORDS + min(max(g, 0), max(n_items_words - 1, 0)))
+                            top_item = max(n_items_words - 1, 0)
+                            g0 = wd + HEADER_WORDS + min(max(_guess(lo_key, ks, ke, n_items_words) - 16, 0), top_item)
+                            g1 = wd + HEADER_WORDS + min(max(_guess(hi_key, ks, ke, n_items_words) + 16, 0), top_item)
+                            for x in range(g0, min(g1, g0 + PREFETCH_WORDS) + 1, 16):   # a cache line at a time
+                                prefetch(words, x)
                 ranges[b & 1, c, 0] = lo
                 ranges[b & 1, c, 1] = b1
         if b == b_lo:
@@ -357,6 +395,7 @@ def direct_rows(words, fwords, b_lo, b_hi, n_batch, tracks, key_lo, key_hi, orig
                     row[x] = np.float32(finish_window(sums[x], covered[x], acc[x] if want_extreme else 0.0, w, mode,
                                                       skip_nan, is_max, default))
         interleave(sflat, W, out, r)
+    store_fence()
     return DIRECT_OK, n_read
 
 

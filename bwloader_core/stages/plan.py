@@ -26,6 +26,17 @@ class Queries:
     key_hi: np.ndarray    # int64 (T * B,)
     origin: np.ndarray    # int64 (T * B,): key of output base 0
 
+    @classmethod
+    def in_key_space(cls, index: FlatIndex, tracks, chrom_ids, starts, ends) -> "Queries":
+        """Queries (global chromosome ids, 0-based starts and ends of one length) on files
+        `tracks`, clipped to each chromosome in each file's own key space."""
+        B = len(chrom_ids)
+        n = len(tracks) * B
+        key_lo, key_hi, origin = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
+        _key_space(index.file_table, index.table_chrom_key, index.table_chrom_len, tracks, chrom_ids, starts, ends,
+                   key_lo, key_hi, origin)
+        return cls(tracks, B, int(ends[0] - starts[0]) if B else 0, key_lo, key_hi, origin)
+
     @property
     def n_tracks(self) -> int:
         return len(self.tracks)
@@ -39,6 +50,29 @@ class Queries:
         B = self.batch
         sl = slice(c0 * B, c1 * B)
         return Queries(self.tracks[c0:c1], B, self.length, self.key_lo[sl], self.key_hi[sl], self.origin[sl])
+
+
+@njit(nogil=True, cache=True)
+def _key_space(file_table, table_chrom_key, table_chrom_len, tracks, chrom_ids, starts, ends, key_lo, key_hi, origin):
+    """Pair p = c * B + b: bases [starts[b], ends[b]) clipped to the chromosome in file tracks[c]
+    (key_lo = key_hi = 0 where nothing is left or the file lacks it); origin: the key of base 0."""
+    B = chrom_ids.shape[0]
+    for c in range(tracks.shape[0]):
+        tab = file_table[tracks[c]]
+        for b in range(B):
+            ck = table_chrom_key[tab, chrom_ids[b]]
+            cl = table_chrom_len[tab, chrom_ids[b]]
+            room = max(cl, 0)
+            qs = min(max(starts[b], 0), room)
+            qe = min(max(ends[b], 0), room)
+            p = c * B + b
+            if cl >= 0 and qe > qs:
+                key_lo[p] = ck + qs
+                key_hi[p] = ck + qe
+            else:
+                key_lo[p] = 0
+                key_hi[p] = 0
+            origin[p] = ck + starts[b]
 
 
 @dataclass(frozen=True, eq=False)
