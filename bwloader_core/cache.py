@@ -22,9 +22,17 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
+from numba import njit
 
 WHOLE = np.iinfo(np.int64).max      # the covered key of a block inflated whole
 _PENDING, _READY = 1, 2
+
+
+@njit(nogil=True, cache=True)
+def _unpin_slots(pins, slots):
+    """np.subtract.at(pins, slots, 1), compiled (a slot may repeat)."""
+    for i in range(slots.shape[0]):
+        pins[slots[i]] -= 1
 
 
 @dataclass(eq=False)
@@ -95,14 +103,16 @@ class BlockCache:
             grown[:len(self._slot_of_block)] = self._slot_of_block
             self._slot_of_block = grown
 
-    def lookup(self, blocks, need_keys, pins: Pins):
-        """Per block: (hit, first word, bytes). A hit is ready and covers its need key; hits are
-        pinned into `pins`. Vectorised."""
+    def lookup(self, blocks, need_keys, pins: Pins, with_covered: bool = False):
+        """Per block: (hit, first word, bytes), and with `with_covered` the largest key its kept
+        items reach (WHOLE: all). A hit is ready and covers its need key; hits are pinned into
+        `pins`. Vectorised."""
         blocks = np.asarray(blocks, np.int64)
         n = len(blocks)
         if not self.capacity or not n:
             self.misses += n
-            return np.zeros(n, bool), np.zeros(n, np.int64), np.zeros(n, np.int64)
+            out = np.zeros(n, bool), np.zeros(n, np.int64), np.zeros(n, np.int64)
+            return (*out, np.full(n, WHOLE)) if with_covered else out
         with self._lock:
             self._ensure_blocks(int(blocks.max()))
             slot = self._slot_of_block[blocks].astype(np.int64)
@@ -115,7 +125,8 @@ class BlockCache:
                 pins.slots.append(hs)
             self.hits += len(hs)
             self.misses += n - len(hs)
-            return hit, np.where(hit, self._r_start[s], 0), np.where(hit, self._r_nbytes[s], 0)
+            out = hit, np.where(hit, self._r_start[s], 0), np.where(hit, self._r_nbytes[s], 0)
+            return (*out, np.where(hit, self._r_covered[s], WHOLE)) if with_covered else out
 
     def reserve(self, blocks, n_words, pins: Pins):
         """Arena regions for blocks about to be inflated: per block, its first word, or -1 where no
@@ -207,7 +218,7 @@ class BlockCache:
 
     def _unpin(self, slots: np.ndarray):
         with self._lock:
-            np.subtract.at(self._r_pins, slots, 1)
+            _unpin_slots(self._r_pins, np.asarray(slots, np.int64))
 
     @property
     def nbytes(self) -> int:

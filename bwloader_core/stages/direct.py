@@ -40,6 +40,7 @@ from .search import _first_above, item_range
 
 DIRECT_OK, DIRECT_ABANDON = 0, 1
 MODES = {"mean": 0, "sum": 1, "max": 2, "min": 2}
+PREFETCH_PAIRS = 8          # pairs whose blocks are asked for ahead of the one being painted (at least a row)
 PREFETCH_WORDS = 1024      # the most words of one pair's items asked for ahead
 RUN = 32                  # values `paint_items` writes at a time
 
@@ -52,6 +53,8 @@ class BlockPlace:
     plan_blocks: np.ndarray  # int64 (n,): sorted FlatIndex block ids (empty: by file only)
     plan_word: np.ndarray    # int64 (n,): first word of each
     plan_nbytes: np.ndarray  # int64 (n,): its byte length
+    plan_key_end: np.ndarray  # int64 (n,): the largest key its items reach (a partly inflated block's
+                              # end before the block's own; it guides the search's first guess)
     keep: tuple = ()         # the memory regions `words` spans, held while it is read
 
     @classmethod
@@ -59,24 +62,29 @@ class BlockPlace:
         """Every block of files `tracks` where it lies in its file's memory map."""
         words, file_word, arrays = maps.words_of(tracks)
         z = np.zeros(0, np.int64)
-        return cls(words, file_word, z, z, z, arrays)
+        return cls(words, file_word, z, z, z, z, arrays)
 
     @classmethod
     def of_words(cls, words, plan_blocks, n_files: int) -> "BlockPlace":
         """The blocks of a plan where a fetch stage's `Words` hold them."""
+        from ..cache import WHOLE
+        key_end = words.covered if words.covered is not None else np.full(len(plan_blocks), WHOLE)
         return cls(words.words, np.full(n_files, -1, np.int64), plan_blocks, words.block_start, words.block_nbytes,
-                   (words,))
+                   key_end, (words,))
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _locate(blk, f, file_word, block_offset, block_size, plan_blocks, plan_word, plan_nbytes):
-    """(first word, byte length) of block `blk` of file `f`; (-1, 0) when it is not in memory."""
+def _locate(blk, f, file_word, block_offset, block_size, block_end, plan_blocks, plan_word, plan_nbytes,
+            plan_key_end):
+    """(first word, byte length, largest key its items reach) of block `blk` of file `f`;
+    (-1, 0, 0) when it is not in memory."""
     fw = file_word[f]
+    end = np.int64(block_end[blk])
     if fw >= 0:
         off = np.int64(block_offset[blk])
         if off % 4:
-            return np.int64(-1), np.int64(0)     # not a word boundary: the staged path copies it
-        return fw + off // 4, np.int64(block_size[blk])
+            return np.int64(-1), np.int64(0), end    # not a word boundary: the staged path copies it
+        return fw + off // 4, np.int64(block_size[blk]), end
     lo, hi = 0, plan_blocks.shape[0]
     while lo < hi:
         mid = (lo + hi) >> 1
@@ -85,8 +93,8 @@ def _locate(blk, f, file_word, block_offset, block_size, plan_blocks, plan_word,
         else:
             hi = mid
     if lo < plan_blocks.shape[0] and plan_blocks[lo] == blk:
-        return plan_word[lo], plan_nbytes[lo]
-    return np.int64(-1), np.int64(0)
+        return plan_word[lo], plan_nbytes[lo], min(end, plan_key_end[lo])
+    return np.int64(-1), np.int64(0), end
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -252,7 +260,7 @@ def _guess(x, s0, s1, cnt):
 
 @njit(nogil=True, cache=True)
 def direct_rows(words, fwords, b_lo, b_hi, n_batch, tracks, key_lo, key_hi, origin, col_scale, file_word,
-                plan_blocks, plan_word, plan_nbytes, file_block_first, file_chrom_first, file_n_chroms,
+                plan_blocks, plan_word, plan_nbytes, plan_key_end, file_block_first, file_chrom_first, file_n_chroms,
                 file_big_endian, block_start, block_end, block_end_cummax, block_offset, block_size, chrom_key_base,
                 chrom_len_flat, length, w, mode, skip_nan, is_max, default, out):
     """Output rows b_lo..b_hi-1 of `out` (B, length // w, T) float32: every (row, track) pair's
@@ -271,11 +279,13 @@ def direct_rows(words, fwords, b_lo, b_hi, n_batch, tracks, key_lo, key_hi, orig
     covered = np.empty(nw if w > 1 else 0)
     acc = np.empty(nw if w > 1 else 0)
     dflt = np.float32(default)
-    ranges = np.zeros((2, T, 2), np.int64)         # block rows of this row's pairs and the next's
+    ahead = max(1, -(-PREFETCH_PAIRS // max(T, 1)))  # rows asked for ahead of the row being painted
+    n_ring = ahead + 1
+    ranges = np.zeros((n_ring, T, 2), np.int64)     # block rows of the rows between
     n_read = 0
-    for b in range(b_lo, b_hi + 1):
+    for b in range(b_lo, b_hi + ahead):
         # the block rows of row b's pairs, and a prefetch of where each pair's search starts
-        # (its first block's header, and the item its start falls on, guessed from the index)
+        # (its first block's header, and the items its range covers, guessed from the index)
         if b < b_hi:
             for c in range(T):
                 p = c * n_batch + b
@@ -287,22 +297,22 @@ def direct_rows(words, fwords, b_lo, b_hi, n_batch, tracks, key_lo, key_hi, orig
                     while lo < b1 and np.int64(block_end[lo]) <= lo_key:
                         lo += 1
                     if lo < b1:
-                        wd, nbytes = _locate(lo, f, file_word, block_offset, block_size, plan_blocks, plan_word,
-                                             plan_nbytes)
+                        wd, nbytes, ke = _locate(lo, f, file_word, block_offset, block_size, block_end, plan_blocks,
+                                                 plan_word, plan_nbytes, plan_key_end)
                         if wd >= 0 and nbytes > 0:
                             prefetch(words, wd)
-                            ks, ke = np.int64(block_start[lo]), np.int64(block_end[lo])
+                            ks = np.int64(block_start[lo])
                             n_items_words = nbytes // 4 - HEADER_WORDS
                             top_item = max(n_items_words - 1, 0)
                             g0 = wd + HEADER_WORDS + min(max(_guess(lo_key, ks, ke, n_items_words) - 16, 0), top_item)
                             g1 = wd + HEADER_WORDS + min(max(_guess(hi_key, ks, ke, n_items_words) + 16, 0), top_item)
                             for x in range(g0, min(g1, g0 + PREFETCH_WORDS) + 1, 16):   # a cache line at a time
                                 prefetch(words, x)
-                ranges[b & 1, c, 0] = lo
-                ranges[b & 1, c, 1] = b1
-        if b == b_lo:
+                ranges[b % n_ring, c, 0] = lo
+                ranges[b % n_ring, c, 1] = b1
+        r = b - ahead                              # paint row r, whose blocks were asked for `ahead` rows ago
+        if r < b_lo:
             continue
-        r = b - 1                                  # paint row r, whose blocks were asked for a row ago
         for c in range(T):
             p = c * n_batch + r
             row = scratch[c]
@@ -319,10 +329,11 @@ def direct_rows(words, fwords, b_lo, b_hi, n_batch, tracks, key_lo, key_hi, orig
             cf = file_chrom_first[f]
             nch = file_n_chroms[f]
             swapped = file_big_endian[f]
-            for blk in range(ranges[r & 1, c, 0], ranges[r & 1, c, 1]):
+            for blk in range(ranges[r % n_ring, c, 0], ranges[r % n_ring, c, 1]):
                 if np.int64(block_end[blk]) <= lo_key:
                     continue
-                wd, nbytes = _locate(blk, f, file_word, block_offset, block_size, plan_blocks, plan_word, plan_nbytes)
+                wd, nbytes, key_end = _locate(blk, f, file_word, block_offset, block_size, block_end, plan_blocks,
+                                              plan_word, plan_nbytes, plan_key_end)
                 if wd < 0:
                     return DIRECT_ABANDON, n_read
                 n_read += 1
@@ -366,7 +377,7 @@ def direct_rows(words, fwords, b_lo, b_hi, n_batch, tracks, key_lo, key_hi, orig
                         if typ == 3:
                             first, count = item_range(words, top, typ, cnt, item_w, s0, st, sp, a, bb)
                         else:                        # as `search.item_range`, guessing from the header
-                            s1 = np.int64(words[cursor + 2])
+                            s1 = min(np.int64(words[cursor + 2]), key_end - cb)   # a partial block ends early
                             end_word = 1 if typ == 1 else 0
                             end_add = 0 if typ == 1 else sp
                             first = _first_above(words, top, item_w, cnt, iw, end_word, end_add, a,
@@ -415,6 +426,7 @@ def direct_batch(q, index, place: BlockPlace, col_scale, spec, out, run_parts, n
     def run(share):
         return direct_rows(place.words, fwords, share[0], share[1], B, q.tracks, q.key_lo, q.key_hi, q.origin,
                            col_scale, place.file_word, place.plan_blocks, place.plan_word, place.plan_nbytes,
+                           place.plan_key_end,
                            index.file_block_first, index.file_chrom_first, index.file_n_chroms, index.file_big_endian,
                            index.block_start,
                            index.block_end, index.block_end_cummax, index.block_offset, index.block_size,

@@ -38,6 +38,8 @@ class Words:
     block_start: np.ndarray    # int64: first word of each block
     block_nbytes: np.ndarray   # int64: true byte length of each block
     keep: tuple = ()
+    covered: np.ndarray | None = None   # int64: per block, the largest key its kept items reach
+                                        # (cache.WHOLE: all); None: not recorded
 
 
 @dataclass(frozen=True, eq=False)
@@ -497,10 +499,14 @@ def fetch_batch(fetcher: BlockFetcher, files, table: BlockTable, *, maps: Memory
     3. the rest into the fetcher's slot buffer.
 
     One uint32 view spans every region used (`span_view`); nothing is copied."""
+    from ..cache import WHOLE
     n = len(table)
     start = np.zeros(n, np.int64)
     nbytes = np.zeros(n, np.int64)
     addr = np.zeros(n, np.int64)             # byte address, for maps and the arena
+    covered = np.full(n, WHOLE)
+    if table.need_key is not None:           # what a partial inflate keeps: the items up to the need key
+        covered[table.partial] = table.need_key[table.partial]
     regions = []
     pins = None
     todo = np.arange(n)
@@ -516,8 +522,9 @@ def fetch_batch(fetcher: BlockFetcher, files, table: BlockTable, *, maps: Memory
         pins = Pins(cache)
         arena = cache.arena
         need = table.need_key[todo] if table.need_key is not None else np.full(len(todo), WHOLE)
-        hit, w0, nb = cache.lookup(table.block[todo], need, pins)
+        hit, w0, nb, cov = cache.lookup(table.block[todo], need, pins, with_covered=True)
         rows = todo[hit]
+        covered[rows] = cov[hit]
         addr[rows] = arena.ctypes.data + w0[hit] * 4
         nbytes[rows] = nb[hit]
         fetcher.blocks_cached += len(rows)
@@ -545,9 +552,9 @@ def fetch_batch(fetcher: BlockFetcher, files, table: BlockTable, *, maps: Memory
         addr[todo] = w.words.ctypes.data + w.block_start * 4
         nbytes[todo] = w.block_nbytes
         if len(todo) == n:                     # the plain case: no view needed
-            return Words(w.words, w.block_start, w.block_nbytes, w.keep), pins
+            return Words(w.words, w.block_start, w.block_nbytes, w.keep, covered), pins
     if not regions:                            # no block at all
-        return Words(fetcher.buffer(1)[:1], start, nbytes), pins
+        return Words(fetcher.buffer(1)[:1], start, nbytes, covered=covered), pins
     view, base = span_view(regions)
     start[:] = (addr - base) // 4
-    return Words(view, start, nbytes, keep=tuple(regions) + (maps,)), pins
+    return Words(view, start, nbytes, keep=tuple(regions) + (maps,), covered=covered), pins

@@ -108,7 +108,7 @@ def plan_batch(index: FlatIndex, q: Queries, compiled: bool = True) -> Plan:
         blocks = blocks[np.r_[True, blocks[1:] != blocks[:-1]]]
     link_block = np.searchsorted(blocks, ids)
     need = np.zeros(len(blocks), np.int64)
-    np.maximum.at(need, link_block, key_hi[pair])
+    _maximum_at(need, link_block, key_hi[pair])
     return Plan(q, blocks, need, pair, link_block)
 
 
@@ -132,6 +132,14 @@ def block_ranges(index: FlatIndex, q: Queries, compiled: bool = True):
         lo[sl] = a + np.searchsorted(index.block_end_cummax[a:b], q.key_lo[sl], side="right")
         hi[sl] = a + np.searchsorted(index.block_start[a:b], q.key_hi[sl], side="left")
     return lo, hi
+
+
+@njit(nogil=True, cache=True)
+def _maximum_at(out, at, values):
+    """np.maximum.at(out, at, values), compiled (the ufunc's `at` is slow)."""
+    for i in range(at.shape[0]):
+        if values[i] > out[at[i]]:
+            out[at[i]] = values[i]
 
 
 @njit(nogil=True, cache=True)
