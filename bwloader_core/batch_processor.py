@@ -238,9 +238,15 @@ class BatchProcessor:
         cache = getattr(c, "cache", None)
         in_place = idx.file_in_place[q.tracks] if self.device.read_in_place else np.zeros(q.n_tracks, bool)
         plan = None
+        place = None
         if not cache and in_place.all() and idx.file_aligned[q.tracks].all():
             place = BlockPlace.of_maps(c.memory_maps, q.tracks)
             t1 = t2 = time.perf_counter()
+        elif cache and not in_place.any():
+            place = self._cache_hits(q)          # every block a cache hit: no plan, no table
+            t1 = t2 = time.perf_counter()
+        if place is not None:
+            pass
         elif cache or in_place.any():
             plan = self.plan(q)
             table = self.block_table(plan)
@@ -263,6 +269,24 @@ class BatchProcessor:
         self.batches_direct += 1
         t3 = time.perf_counter()
         return out, dict(zip(STAGES, (t1 - t0, t2 - t1, 0.0, 0.0, t3 - t2)))
+
+    def _cache_hits(self, q: Queries):
+        """A BlockPlace of pinned cache hits when every block of the batch is one, else None."""
+        from .cache import Pins
+        from .stages.direct import BlockPlace
+        from .stages.plan import block_ranges
+        cache = self.collection.cache
+        idx = self.collection.index
+        lo, hi = block_ranges(idx, q)
+        n = np.where(q.key_hi > q.key_lo, np.maximum(hi - lo, 0), 0)
+        self.release()
+        pins = Pins(cache)
+        links = cache.pin_links(lo, n, q.key_lo, q.key_hi, idx.block_end, pins)
+        if links is None:
+            return None
+        self._pins = pins
+        self._fetcher.blocks_cached += len(pins.slots[-1])
+        return BlockPlace.of_cache_links(cache.arena, links, idx.n_files)
 
     def _process_fused(self, q: Queries, spec: OutputSpec, plan: Plan, t0: float):
         """Windowed values through the fused per-chunk kernel; None when the batch needs the

@@ -35,6 +35,34 @@ def _unpin_slots(pins, slots):
         pins[slots[i]] -= 1
 
 
+@njit(nogil=True, cache=True)
+def _pin_links(lo, n, key_lo, key_hi, block_end, slot_of_block, r_state, r_covered, r_start, r_nbytes, r_pins,
+               link_first, link_word, link_nbytes, link_key_end, pinned):
+    """Pin the region of every block of every pair (blocks lo[p]..lo[p] + n[p] - 1) and note
+    where it lies; a block a pair does not reach gets word -1. Returns the regions pinned, or
+    -1 (nothing left pinned) at the first block not cached, not ready, or not covering the pair."""
+    n_pinned = 0
+    for p in range(lo.shape[0]):
+        k = link_first[p]
+        for blk in range(lo[p], lo[p] + n[p]):
+            if np.int64(block_end[blk]) <= key_lo[p]:
+                link_word[k] = -1
+            else:
+                s = slot_of_block[blk] if blk < slot_of_block.shape[0] else -1
+                if s < 0 or r_state[s] != _READY or r_covered[s] < key_hi[p]:
+                    for i in range(n_pinned):
+                        r_pins[pinned[i]] -= 1
+                    return -1
+                r_pins[s] += 1
+                pinned[n_pinned] = s
+                n_pinned += 1
+                link_word[k] = r_start[s]
+                link_nbytes[k] = r_nbytes[s]
+                link_key_end[k] = min(np.int64(block_end[blk]), r_covered[s])
+            k += 1
+    return n_pinned
+
+
 @dataclass(eq=False)
 class Pins:
     """Region slots a batch uses; `release()` (idempotent) lets them be evicted again."""
@@ -127,6 +155,27 @@ class BlockCache:
             self.misses += n - len(hs)
             out = hit, np.where(hit, self._r_start[s], 0), np.where(hit, self._r_nbytes[s], 0)
             return (*out, np.where(hit, self._r_covered[s], WHOLE)) if with_covered else out
+
+    def pin_links(self, lo, n, key_lo, key_hi, block_end, pins: Pins):
+        """When every block that pairs need is a ready hit: pin them all (into `pins`) and return
+        (link_first, word, bytes, largest key reached) per link, pair by pair (see
+        `stages.direct.BlockPlace`); None, with nothing pinned or counted, otherwise. Each link
+        counts as one hit. One compiled pass under the lock: no sort, no table."""
+        if not self.capacity or self._arena is None:
+            return None
+        link_first = np.zeros(len(lo) + 1, np.int64)
+        np.cumsum(n, out=link_first[1:])
+        m = int(link_first[-1])
+        word, nbytes, key_end = np.empty(m, np.int64), np.empty(m, np.int64), np.empty(m, np.int64)
+        pinned = np.empty(m, np.int64)
+        with self._lock:
+            got = _pin_links(lo, n, key_lo, key_hi, block_end, self._slot_of_block, self._r_state, self._r_covered,
+                             self._r_start, self._r_nbytes, self._r_pins, link_first, word, nbytes, key_end, pinned)
+            if got < 0:
+                return None
+            self.hits += got
+        pins.slots.append(pinned[:got])
+        return link_first, word, nbytes, key_end
 
     def reserve(self, blocks, n_words, pins: Pins):
         """Arena regions for blocks about to be inflated: per block, its first word, or -1 where no

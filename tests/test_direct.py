@@ -185,3 +185,38 @@ def test_direct_off_switch_and_gpu_untouched(transcoded, monkeypatch):
         assert c._processor._fetcher.blocks_in_place > 0
     monkeypatch.delenv("BWLOADER_DIRECT")
     assert os.environ.get("BWLOADER_DIRECT") is None
+
+
+def test_threads_sharing_a_small_cache_stay_exact(bw_files):
+    """Two threads, each with its own processor, on one collection whose cache holds a few blocks:
+    hits are pinned pair by pair while evictions go on around them, and every batch equals the
+    uncached one."""
+    import threading
+    from bwloader_core.batch_processor import BatchProcessor
+    paths = [bw_files[n].path for n in ("pybigwig_bedgraph", "pybigwig_mixed", "bigendian")]
+    with BigWigCollection(paths, cache_bytes=96 << 10) as shared, BigWigCollection(paths) as plain:
+        errors, direct = [], []
+
+        def work(seed):
+            try:
+                proc = BatchProcessor(shared, n_threads=2)
+                rng = np.random.default_rng(seed)
+                for k in range(25):
+                    starts = rng.integers(0, 120_000, 48) if k % 2 else np.full(48, 5_000) + np.arange(48)
+                    q = (["chr1"] * 48, starts, starts + 640)
+                    got = proc.process(*q)
+                    np.testing.assert_array_equal(got, plain.get_batch(*q))
+                direct.append(proc.batches_direct)
+                proc.close()
+            except BaseException as exc:     # noqa: BLE001 (reported below)
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(s,)) for s in (1, 2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors[0]
+        assert sum(direct) == 50
+        stats = shared.cache.stats()
+        assert stats["hits"] > 0 and stats["bytes"] <= 96 << 10

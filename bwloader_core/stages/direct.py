@@ -26,7 +26,7 @@ Blocks are found in one of two ways (`BlockPlace`):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from llvmlite import ir
@@ -56,6 +56,12 @@ class BlockPlace:
     plan_key_end: np.ndarray  # int64 (n,): the largest key its items reach (a partly inflated block's
                               # end before the block's own; it guides the search's first guess)
     keep: tuple = ()         # the memory regions `words` spans, held while it is read
+    # by link (cache hits pinned pair by pair, `BlockCache.pin_links`): the k-th block of pair p's
+    # range (`plan.block_ranges`) is link link_first[p] + k; word -1: a block the pair skips
+    link_first: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    link_word: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    link_nbytes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    link_key_end: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     @classmethod
     def of_maps(cls, maps, tracks) -> "BlockPlace":
@@ -72,12 +78,21 @@ class BlockPlace:
         return cls(words.words, np.full(n_files, -1, np.int64), plan_blocks, words.block_start, words.block_nbytes,
                    key_end, (words,))
 
+    @classmethod
+    def of_cache_links(cls, arena, links, n_files: int) -> "BlockPlace":
+        """Every block of a batch as a pinned cache hit (`BlockCache.pin_links`' links)."""
+        z = np.zeros(0, np.int64)
+        first, word, nbytes, key_end = links
+        return cls(arena, np.full(n_files, -1, np.int64), z, z, z, z, (arena,), first, word, nbytes, key_end)
+
 
 @njit(nogil=True, cache=True, inline="always")
-def _locate(blk, f, file_word, block_offset, block_size, block_end, plan_blocks, plan_word, plan_nbytes,
-            plan_key_end):
-    """(first word, byte length, largest key its items reach) of block `blk` of file `f`;
-    (-1, 0, 0) when it is not in memory."""
+def _locate(blk, f, k, file_word, block_offset, block_size, block_end, plan_blocks, plan_word, plan_nbytes,
+            plan_key_end, link_word, link_nbytes, link_key_end):
+    """(first word, byte length, largest key its items reach) of block `blk` of file `f` (link k
+    in link mode); (-1, 0, 0) when it is not in memory."""
+    if link_word.shape[0] > 0:
+        return link_word[k], link_nbytes[k], link_key_end[k]
     fw = file_word[f]
     end = np.int64(block_end[blk])
     if fw >= 0:
@@ -260,7 +275,8 @@ def _guess(x, s0, s1, cnt):
 
 @njit(nogil=True, cache=True)
 def direct_rows(words, fwords, b_lo, b_hi, n_batch, tracks, key_lo, key_hi, origin, col_scale, file_word,
-                plan_blocks, plan_word, plan_nbytes, plan_key_end, file_block_first, file_chrom_first, file_n_chroms,
+                plan_blocks, plan_word, plan_nbytes, plan_key_end, link_first, link_word, link_nbytes, link_key_end,
+                file_block_first, file_chrom_first, file_n_chroms,
                 file_big_endian, block_start, block_end, block_end_cummax, block_offset, block_size, chrom_key_base,
                 chrom_len_flat, length, w, mode, skip_nan, is_max, default, out):
     """Output rows b_lo..b_hi-1 of `out` (B, length // w, T) float32: every (row, track) pair's
@@ -281,7 +297,8 @@ def direct_rows(words, fwords, b_lo, b_hi, n_batch, tracks, key_lo, key_hi, orig
     dflt = np.float32(default)
     ahead = max(1, -(-PREFETCH_PAIRS // max(T, 1)))  # rows asked for ahead of the row being painted
     n_ring = ahead + 1
-    ranges = np.zeros((n_ring, T, 2), np.int64)     # block rows of the rows between
+    ranges = np.zeros((n_ring, T, 3), np.int64)     # block rows of the rows between, and link of row 0
+    by_link = link_first.shape[0] > 0
     n_read = 0
     for b in range(b_lo, b_hi + ahead):
         # the block rows of row b's pairs, and a prefetch of where each pair's search starts
@@ -291,14 +308,17 @@ def direct_rows(words, fwords, b_lo, b_hi, n_batch, tracks, key_lo, key_hi, orig
                 p = c * n_batch + b
                 lo_key, hi_key = key_lo[p], key_hi[p]
                 f = tracks[c]
-                lo, b1 = np.int64(0), np.int64(0)
+                lo, b1, kbase = np.int64(0), np.int64(0), np.int64(0)
                 if hi_key > lo_key:
                     lo, b1 = _block_range(f, lo_key, hi_key, file_block_first, block_start, block_end_cummax)
+                    if by_link:
+                        kbase = link_first[p] - lo
                     while lo < b1 and np.int64(block_end[lo]) <= lo_key:
                         lo += 1
                     if lo < b1:
-                        wd, nbytes, ke = _locate(lo, f, file_word, block_offset, block_size, block_end, plan_blocks,
-                                                 plan_word, plan_nbytes, plan_key_end)
+                        wd, nbytes, ke = _locate(lo, f, kbase + lo, file_word, block_offset, block_size, block_end,
+                                                 plan_blocks, plan_word, plan_nbytes, plan_key_end, link_word,
+                                                 link_nbytes, link_key_end)
                         if wd >= 0 and nbytes > 0:
                             prefetch(words, wd)
                             ks = np.int64(block_start[lo])
@@ -310,6 +330,7 @@ def direct_rows(words, fwords, b_lo, b_hi, n_batch, tracks, key_lo, key_hi, orig
                                 prefetch(words, x)
                 ranges[b % n_ring, c, 0] = lo
                 ranges[b % n_ring, c, 1] = b1
+                ranges[b % n_ring, c, 2] = kbase
         r = b - ahead                              # paint row r, whose blocks were asked for `ahead` rows ago
         if r < b_lo:
             continue
@@ -332,8 +353,9 @@ def direct_rows(words, fwords, b_lo, b_hi, n_batch, tracks, key_lo, key_hi, orig
             for blk in range(ranges[r % n_ring, c, 0], ranges[r % n_ring, c, 1]):
                 if np.int64(block_end[blk]) <= lo_key:
                     continue
-                wd, nbytes, key_end = _locate(blk, f, file_word, block_offset, block_size, block_end, plan_blocks,
-                                              plan_word, plan_nbytes, plan_key_end)
+                wd, nbytes, key_end = _locate(blk, f, ranges[r % n_ring, c, 2] + blk, file_word, block_offset,
+                                              block_size, block_end, plan_blocks, plan_word, plan_nbytes,
+                                              plan_key_end, link_word, link_nbytes, link_key_end)
                 if wd < 0:
                     return DIRECT_ABANDON, n_read
                 n_read += 1
@@ -426,7 +448,8 @@ def direct_batch(q, index, place: BlockPlace, col_scale, spec, out, run_parts, n
     def run(share):
         return direct_rows(place.words, fwords, share[0], share[1], B, q.tracks, q.key_lo, q.key_hi, q.origin,
                            col_scale, place.file_word, place.plan_blocks, place.plan_word, place.plan_nbytes,
-                           place.plan_key_end,
+                           place.plan_key_end, place.link_first, place.link_word, place.link_nbytes,
+                           place.link_key_end,
                            index.file_block_first, index.file_chrom_first, index.file_n_chroms, index.file_big_endian,
                            index.block_start,
                            index.block_end, index.block_end_cummax, index.block_offset, index.block_size,
