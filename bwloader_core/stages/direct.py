@@ -132,9 +132,12 @@ def paint_items(words, fwords, typ, item_w, first, count, s0, st, sp, a, bb, o, 
     A later item overwrites an earlier one where they overlap (pyBigWig's order), as
     `fill.paint_rows`. Runs are written in blocks of RUN values, past their end: whatever lies
     past `filled` is written again by the next gap, item or the row's final default. An item
-    that ends before `filled` (nested in an earlier one) is written exactly."""
+    that ends before `filled` (nested in an earlier one) is written exactly. The walk stops at
+    the first item starting at or past `bb`, so `count` may be all the items left."""
     for i in range(first, first + count):
         s, e, v = _item(words, fwords, typ, item_w, i, s0, st, sp)
+        if s >= bb:
+            break                     # items start in order: none further reaches [a, bb)
         ls = max(s, a) - o
         le = min(e, bb) - o
         if ls < 0:
@@ -254,9 +257,15 @@ def _block_range(f, lo_key, hi_key, file_block_first, block_start, block_end_cum
             lo = mid + 1
         else:
             hi = mid
-    b1 = lo
-    hi = file_block_first[f + 1]
-    while b1 < hi:                       # first row with start >= hi_key
+    b1 = lo                              # first row with start >= hi_key: a gallop from lo (a
+    end = file_block_first[f + 1]        # query spans a block or two), then a bisection
+    step = 1
+    while b1 < end and np.int64(block_start[b1]) < hi_key:
+        b1 += step
+        step *= 2
+    hi = min(b1, end)
+    b1 = max(lo, b1 - step // 2)
+    while b1 < hi:
         mid = (b1 + hi) >> 1
         if np.int64(block_start[mid]) < hi_key:
             b1 = mid + 1
@@ -404,8 +413,11 @@ def direct_rows(words, fwords, b_lo, b_hi, n_batch, tracks, key_lo, key_hi, orig
                             end_add = 0 if typ == 1 else sp
                             first = _first_above(words, top, item_w, cnt, iw, end_word, end_add, a,
                                                  _guess(a, s0, s1, cnt))
-                            f1 = _first_above(words, top, item_w, cnt, iw, 0, 0, bb - 1, _guess(bb, s0, s1, cnt))
-                            count = max(f1 - first, 0)
+                            if w == 1:               # the paint stops at the first item past bb
+                                count = cnt - first
+                            else:
+                                f1 = _first_above(words, top, item_w, cnt, iw, 0, 0, bb - 1, _guess(bb, s0, s1, cnt))
+                                count = max(f1 - first, 0)
                         o = origin[p] - cb
                         if count == 0:
                             pass
