@@ -40,7 +40,7 @@ from .search import _first_above, item_range
 
 DIRECT_OK, DIRECT_ABANDON = 0, 1
 MODES = {"mean": 0, "sum": 1, "max": 2, "min": 2}
-PREFETCH_PAIRS = 8          # pairs whose blocks are asked for ahead of the one being painted (at least a row)
+PREFETCH_PAIRS = 32         # pairs (whole rows) whose blocks are asked for before they are painted
 PREFETCH_WORDS = 1024      # the most words of one pair's items asked for ahead
 RUN = 32                  # values `paint_items` writes at a time
 
@@ -304,15 +304,16 @@ def direct_rows(words, fwords, b_lo, b_hi, n_batch, tracks, key_lo, key_hi, orig
     covered = np.empty(nw if w > 1 else 0)
     acc = np.empty(nw if w > 1 else 0)
     dflt = np.float32(default)
-    ahead = max(1, -(-PREFETCH_PAIRS // max(T, 1)))  # rows asked for ahead of the row being painted
-    n_ring = ahead + 1
-    ranges = np.zeros((n_ring, T, 3), np.int64)     # block rows of the rows between, and link of row 0
+    chunk = max(1, -(-PREFETCH_PAIRS // max(T, 1)))  # rows whose blocks are touched before they are painted
+    ranges = np.zeros((chunk, T, 3), np.int64)       # block rows of the chunk's pairs, and link of row 0
     by_link = link_first.shape[0] > 0
     n_read = 0
-    for b in range(b_lo, b_hi + ahead):
-        # the block rows of row b's pairs, and a prefetch of where each pair's search starts
-        # (its first block's header, and the items its range covers, guessed from the index)
-        if b < b_hi:
+    for b0 in range(b_lo, b_hi, chunk):
+        b_end = min(b0 + chunk, b_hi)
+        # the block rows of the chunk's pairs, and a prefetch of where each one's search starts
+        # (its first block's header, and the items its range covers, guessed from the index), in
+        # one loop: the misses (and page walks) of the chunk's pairs overlap, then its rows paint
+        for b in range(b0, b_end):
             for c in range(T):
                 p = c * n_batch + b
                 lo_key, hi_key = key_lo[p], key_hi[p]
@@ -335,111 +336,110 @@ def direct_rows(words, fwords, b_lo, b_hi, n_batch, tracks, key_lo, key_hi, orig
                             top_item = max(n_items_words - 1, 0)
                             g0 = wd + HEADER_WORDS + min(max(_guess(lo_key, ks, ke, n_items_words) - 16, 0), top_item)
                             g1 = wd + HEADER_WORDS + min(max(_guess(hi_key, ks, ke, n_items_words) + 16, 0), top_item)
-                            for x in range(g0, min(g1, g0 + PREFETCH_WORDS) + 1, 16):   # a cache line at a time
+                            prefetch(words, g0)
+                            for x in range(g0 + 16, min(g1, g0 + PREFETCH_WORDS) + 1, 16):   # a cache line at a time
                                 prefetch(words, x)
-                ranges[b % n_ring, c, 0] = lo
-                ranges[b % n_ring, c, 1] = b1
-                ranges[b % n_ring, c, 2] = kbase
-        r = b - ahead                              # paint row r, whose blocks were asked for `ahead` rows ago
-        if r < b_lo:
-            continue
-        for c in range(T):
-            p = c * n_batch + r
-            row = scratch[c]
-            lo_key, hi_key = key_lo[p], key_hi[p]
-            f = tracks[c]
-            sc = col_scale[c]
-            filled = np.uint64(0)
-            last = np.int64(-1)
-            if w > 1:
-                sums[:] = 0.0
-                covered[:] = 0.0
-                if want_extreme:
-                    acc[:] = acc0
-            cf = file_chrom_first[f]
-            nch = file_n_chroms[f]
-            swapped = file_big_endian[f]
-            for blk in range(ranges[r % n_ring, c, 0], ranges[r % n_ring, c, 1]):
-                if np.int64(block_end[blk]) <= lo_key:
-                    continue
-                wd, nbytes, key_end = _locate(blk, f, ranges[r % n_ring, c, 2] + blk, file_word, block_offset,
-                                              block_size, block_end, plan_blocks, plan_word, plan_nbytes,
-                                              plan_key_end, link_word, link_nbytes, link_key_end)
-                if wd < 0:
-                    return DIRECT_ABANDON, n_read
-                n_read += 1
-                if nbytes <= 0:
-                    continue
-                end_byte = wd * 4 + nbytes
-                cursor = wd
-                n_sec = 0
-                while True:                          # the block's sections
-                    if (cursor + HEADER_WORDS) * 4 > end_byte:
+                ranges[b - b0, c, 0] = lo
+                ranges[b - b0, c, 1] = b1
+                ranges[b - b0, c, 2] = kbase
+        for r in range(b0, b_end):
+            for c in range(T):
+                p = c * n_batch + r
+                row = scratch[c]
+                lo_key, hi_key = key_lo[p], key_hi[p]
+                f = tracks[c]
+                sc = col_scale[c]
+                filled = np.uint64(0)
+                last = np.int64(-1)
+                if w > 1:
+                    sums[:] = 0.0
+                    covered[:] = 0.0
+                    if want_extreme:
+                        acc[:] = acc0
+                cf = file_chrom_first[f]
+                nch = file_n_chroms[f]
+                swapped = file_big_endian[f]
+                for blk in range(ranges[r - b0, c, 0], ranges[r - b0, c, 1]):
+                    if np.int64(block_end[blk]) <= lo_key:
+                        continue
+                    wd, nbytes, key_end = _locate(blk, f, ranges[r - b0, c, 2] + blk, file_word, block_offset,
+                                                  block_size, block_end, plan_blocks, plan_word, plan_nbytes,
+                                                  plan_key_end, link_word, link_nbytes, link_key_end)
+                    if wd < 0:
                         return DIRECT_ABANDON, n_read
-                    lastw = np.int64(words[cursor + 5])
-                    if swapped:       # a big-endian block, swapped word by word by the fetch stage
-                        typ = (lastw >> 24) & 0xFF
-                        cnt = lastw & 0xFFFF
-                    else:
-                        typ = lastw & 0xFF
-                        cnt = (lastw >> 16) & 0xFFFF
-                    if typ < 1 or typ > 3:
-                        return DIRECT_ABANDON, n_read
-                    iw = ITEM_WORDS[typ]
-                    nxt = cursor + HEADER_WORDS + cnt * iw
-                    if nxt * 4 > end_byte:
-                        return DIRECT_ABANDON, n_read
-                    n_sec += 1
-                    if n_sec > MAX_SECTIONS_PER_BLOCK:
-                        return DIRECT_ABANDON, n_read
-                    cid = np.int64(words[cursor])
-                    if cid >= nch:
-                        return DIRECT_ABANDON, n_read
-                    cr = cf + cid
-                    cb = chrom_key_base[cr]
-                    clen = chrom_len_flat[cr]
-                    a = min(max(lo_key - cb, 0), clen)
-                    bb = min(max(hi_key - cb, 0), clen)
-                    if bb > a and cnt > 0:
-                        s0 = np.int64(words[cursor + 1])
-                        st = np.int64(words[cursor + 3])
-                        sp = np.int64(words[cursor + 4])
-                        item_w = cursor + HEADER_WORDS
-                        if typ == 3:
-                            first, count = item_range(words, top, typ, cnt, item_w, s0, st, sp, a, bb)
-                        else:                        # as `search.item_range`, guessing from the header
-                            s1 = min(np.int64(words[cursor + 2]), key_end - cb)   # a partial block ends early
-                            end_word = 1 if typ == 1 else 0
-                            end_add = 0 if typ == 1 else sp
-                            first = _first_above(words, top, item_w, cnt, iw, end_word, end_add, a,
-                                                 _guess(a, s0, s1, cnt))
-                            if w == 1:               # the paint stops at the first item past bb
-                                count = cnt - first
-                            else:
-                                f1 = _first_above(words, top, item_w, cnt, iw, 0, 0, bb - 1, _guess(bb, s0, s1, cnt))
-                                count = max(f1 - first, 0)
-                        o = origin[p] - cb
-                        if count == 0:
-                            pass
-                        elif w == 1:
-                            filled = paint_items(words, fwords, typ, item_w, first, count, s0, st, sp, a, bb, o,
-                                                 sc, dflt, sflat, np.uint64(c * W), filled, nw)
+                    n_read += 1
+                    if nbytes <= 0:
+                        continue
+                    end_byte = wd * 4 + nbytes
+                    cursor = wd
+                    n_sec = 0
+                    while True:                          # the block's sections
+                        if (cursor + HEADER_WORDS) * 4 > end_byte:
+                            return DIRECT_ABANDON, n_read
+                        lastw = np.int64(words[cursor + 5])
+                        if swapped:       # a big-endian block, swapped word by word by the fetch stage
+                            typ = (lastw >> 24) & 0xFF
+                            cnt = lastw & 0xFFFF
                         else:
-                            last = accumulate_entry(words, fwords, typ, item_w, first, count, s0, st, sp, a, bb, o,
-                                                    sc, 0, lim, w, skip_nan, want_extreme, is_max, last, sums,
-                                                    covered, acc)
-                            if last == OVERLAP:
-                                return DIRECT_ABANDON, n_read
-                    cursor = nxt
-                    if (nxt + HEADER_WORDS) * 4 > end_byte:
-                        break
-            if w == 1:
-                _fill_run(sflat, np.uint64(c * W), filled, np.uint64(nw), dflt)
-            else:
-                for x in range(nw):
-                    row[x] = np.float32(finish_window(sums[x], covered[x], acc[x] if want_extreme else 0.0, w, mode,
-                                                      skip_nan, is_max, default))
-        interleave(sflat, W, out, r)
+                            typ = lastw & 0xFF
+                            cnt = (lastw >> 16) & 0xFFFF
+                        if typ < 1 or typ > 3:
+                            return DIRECT_ABANDON, n_read
+                        iw = ITEM_WORDS[typ]
+                        nxt = cursor + HEADER_WORDS + cnt * iw
+                        if nxt * 4 > end_byte:
+                            return DIRECT_ABANDON, n_read
+                        n_sec += 1
+                        if n_sec > MAX_SECTIONS_PER_BLOCK:
+                            return DIRECT_ABANDON, n_read
+                        cid = np.int64(words[cursor])
+                        if cid >= nch:
+                            return DIRECT_ABANDON, n_read
+                        cr = cf + cid
+                        cb = chrom_key_base[cr]
+                        clen = chrom_len_flat[cr]
+                        a = min(max(lo_key - cb, 0), clen)
+                        bb = min(max(hi_key - cb, 0), clen)
+                        if bb > a and cnt > 0:
+                            s0 = np.int64(words[cursor + 1])
+                            st = np.int64(words[cursor + 3])
+                            sp = np.int64(words[cursor + 4])
+                            item_w = cursor + HEADER_WORDS
+                            if typ == 3:
+                                first, count = item_range(words, top, typ, cnt, item_w, s0, st, sp, a, bb)
+                            else:                        # as `search.item_range`, guessing from the header
+                                s1 = min(np.int64(words[cursor + 2]), key_end - cb)   # a partial block ends early
+                                end_word = 1 if typ == 1 else 0
+                                end_add = 0 if typ == 1 else sp
+                                first = _first_above(words, top, item_w, cnt, iw, end_word, end_add, a,
+                                                     _guess(a, s0, s1, cnt))
+                                if w == 1:               # the paint stops at the first item past bb
+                                    count = cnt - first
+                                else:
+                                    f1 = _first_above(words, top, item_w, cnt, iw, 0, 0, bb - 1, _guess(bb, s0, s1, cnt))
+                                    count = max(f1 - first, 0)
+                            o = origin[p] - cb
+                            if count == 0:
+                                pass
+                            elif w == 1:
+                                filled = paint_items(words, fwords, typ, item_w, first, count, s0, st, sp, a, bb, o,
+                                                     sc, dflt, sflat, np.uint64(c * W), filled, nw)
+                            else:
+                                last = accumulate_entry(words, fwords, typ, item_w, first, count, s0, st, sp, a, bb, o,
+                                                        sc, 0, lim, w, skip_nan, want_extreme, is_max, last, sums,
+                                                        covered, acc)
+                                if last == OVERLAP:
+                                    return DIRECT_ABANDON, n_read
+                        cursor = nxt
+                        if (nxt + HEADER_WORDS) * 4 > end_byte:
+                            break
+                if w == 1:
+                    _fill_run(sflat, np.uint64(c * W), filled, np.uint64(nw), dflt)
+                else:
+                    for x in range(nw):
+                        row[x] = np.float32(finish_window(sums[x], covered[x], acc[x] if want_extreme else 0.0, w, mode,
+                                                          skip_nan, is_max, default))
+            interleave(sflat, W, out, r)
     store_fence()
     return DIRECT_OK, n_read
 
