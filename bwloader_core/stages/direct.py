@@ -42,6 +42,7 @@ DIRECT_OK, DIRECT_ABANDON = 0, 1
 MODES = {"mean": 0, "sum": 1, "max": 2, "min": 2}
 PREFETCH_PAIRS = 32         # pairs (whole rows) whose blocks are asked for before they are painted
 PREFETCH_WORDS = 1024      # the most words of one pair's items asked for ahead
+PAINT_OUT_TRACKS = 4        # up to this many tracks (window 1), paint straight into the output
 RUN = 32                  # values `paint_items` writes at a time
 
 
@@ -113,19 +114,27 @@ def _locate(blk, f, k, file_word, block_offset, block_size, block_end, plan_bloc
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _fill_run(flat, base, x, end, value):
-    """flat[base + x : base + end] = value, in whole runs of RUN values (so possibly past `end`):
-    one predictable loop trip for most runs, and stores the compiler vectorises. Indices are
+def _fill_run(flat, base, stride, x, end, room, value):
+    """Positions x..end-1 of a row (flat[base + x * stride]) = value, in whole runs of RUN values
+    (so possibly past `end`, but never at or past `room`, the row's positions): one predictable
+    loop trip for most runs, and stores the compiler vectorises (stride 1). Indices are
     unsigned, which spares each store a negative-index check."""
     while x < end:
-        for j in range(RUN):
-            flat[base + x + np.uint64(j)] = value
-        x += np.uint64(RUN)
+        if x + np.uint64(RUN) <= room:
+            for j in range(RUN):
+                flat[base + (x + np.uint64(j)) * stride] = value
+            x += np.uint64(RUN)
+        else:
+            while x < end:
+                flat[base + x * stride] = value
+                x += np.uint64(1)
 
 
 @njit(nogil=True, cache=True)
-def paint_items(words, fwords, typ, item_w, first, count, s0, st, sp, a, bb, o, sc, dflt, flat, base, filled, nw):
-    """Items first..first+count-1 of a section painted into the row at flat[base:], clipped to
+def paint_items(words, fwords, typ, item_w, first, count, s0, st, sp, a, bb, o, sc, dflt, flat, base, stride, room,
+                filled, nw):
+    """Items first..first+count-1 of a section painted into the row at flat[base + x * stride]
+    (`room` positions: nw or more), clipped to
     [a, bb) of the chromosome (output base 0 at `o`), the default written over the gaps from
     `filled` (where the row's painting stands) on. Returns the new `filled`.
 
@@ -150,12 +159,12 @@ def paint_items(words, fwords, typ, item_w, first, count, s0, st, sp, a, bb, o, 
         uls = np.uint64(ls)
         ule = np.uint64(le)
         if ule >= filled:
-            _fill_run(flat, base, filled, uls, dflt)
-            _fill_run(flat, base, uls, ule, val)
+            _fill_run(flat, base, stride, filled, uls, room, dflt)
+            _fill_run(flat, base, stride, uls, ule, room, val)
             filled = ule
         else:
             for x in range(uls, ule):
-                flat[base + x] = val
+                flat[base + x * stride] = val
     return filled
 
 
@@ -304,6 +313,15 @@ def direct_rows(words, fwords, b_lo, b_hi, n_batch, tracks, key_lo, key_hi, orig
     covered = np.empty(nw if w > 1 else 0)
     acc = np.empty(nw if w > 1 else 0)
     dflt = np.float32(default)
+    # window 1 and a few tracks: paint straight into the output (strided stores cost what the
+    # interleaving pass would); else into the scratch, track by track, then interleave
+    paint_out = w == 1 and T <= PAINT_OUT_TRACKS
+    oflat = out.reshape(-1)
+    pflat = oflat if paint_out else sflat
+    pstride = np.uint64(T) if paint_out else np.uint64(1)
+    pcol = np.uint64(1) if paint_out else np.uint64(W)
+    proom = np.uint64(nw) if paint_out else np.uint64(W)
+    pbase = np.uint64(0)
     chunk = max(1, -(-PREFETCH_PAIRS // max(T, 1)))  # rows whose blocks are touched before they are painted
     ranges = np.zeros((chunk, T, 3), np.int64)       # block rows of the chunk's pairs, and link of row 0
     by_link = link_first.shape[0] > 0
@@ -343,6 +361,8 @@ def direct_rows(words, fwords, b_lo, b_hi, n_batch, tracks, key_lo, key_hi, orig
                 ranges[b - b0, c, 1] = b1
                 ranges[b - b0, c, 2] = kbase
         for r in range(b0, b_end):
+            if paint_out:                 # row r of the output itself: position x of track c at x * T + c
+                pbase = np.uint64(r) * np.uint64(nw) * np.uint64(T)
             for c in range(T):
                 p = c * n_batch + r
                 row = scratch[c]
@@ -423,7 +443,8 @@ def direct_rows(words, fwords, b_lo, b_hi, n_batch, tracks, key_lo, key_hi, orig
                                 pass
                             elif w == 1:
                                 filled = paint_items(words, fwords, typ, item_w, first, count, s0, st, sp, a, bb, o,
-                                                     sc, dflt, sflat, np.uint64(c * W), filled, nw)
+                                                     sc, dflt, pflat, pbase + np.uint64(c) * pcol, pstride, proom,
+                                                     filled, nw)
                             else:
                                 last = accumulate_entry(words, fwords, typ, item_w, first, count, s0, st, sp, a, bb, o,
                                                         sc, 0, lim, w, skip_nan, want_extreme, is_max, last, sums,
@@ -434,12 +455,13 @@ def direct_rows(words, fwords, b_lo, b_hi, n_batch, tracks, key_lo, key_hi, orig
                         if (nxt + HEADER_WORDS) * 4 > end_byte:
                             break
                 if w == 1:
-                    _fill_run(sflat, np.uint64(c * W), filled, np.uint64(nw), dflt)
+                    _fill_run(pflat, pbase + np.uint64(c) * pcol, pstride, filled, np.uint64(nw), proom, dflt)
                 else:
                     for x in range(nw):
                         row[x] = np.float32(finish_window(sums[x], covered[x], acc[x] if want_extreme else 0.0, w, mode,
                                                           skip_nan, is_max, default))
-            interleave(sflat, W, out, r)
+            if not paint_out:
+                interleave(sflat, W, out, r)
     store_fence()
     return DIRECT_OK, n_read
 
