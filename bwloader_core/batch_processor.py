@@ -27,7 +27,6 @@ from .stages.search import (Entries, clip_entries, item_ranges, item_ranges_numb
 STAGES = ("plan", "read+inflate", "decode", "search", "fill")
 PARALLEL_MIN_ENTRIES = 256     # below this, one thread searches and paints (hand-off costs more)
 GROUP_BYTES = 192 << 20        # working memory of one group of tracks (BWLOADER_GROUP_BYTES overrides)
-DIRECT_SCRATCH_BYTES = 64 << 20  # the direct path's working memory per thread, at most (wider: staged, in groups)
 
 
 @dataclass(frozen=True)
@@ -229,11 +228,11 @@ class BatchProcessor:
         blocks where they lie, the rest inflated, into the cache when there is one). Then one
         compiled pass per share of rows searches and fills, into a pooled output. None when the
         batch takes the staged path. Its time counts as fill."""
-        from .stages.direct import BlockPlace, direct_batch, scratch_bytes
+        from .stages.direct import BlockPlace, direct_batch
         c = self.collection
         idx = c.index
         nw = q.length // spec.window_size
-        if not self.direct or scratch_bytes(q.n_tracks, nw) > DIRECT_SCRATCH_BYTES:
+        if not self.direct:
             return None
         cache = getattr(c, "cache", None)
         in_place = idx.file_in_place[q.tracks] if self.device.read_in_place else np.zeros(q.n_tracks, bool)

@@ -12,15 +12,18 @@ track), in one compiled call holding no GIL:
     find the items (`search.item_range`) -> paint them (window 1) or add them into the row's
     windows (`fill.accumulate_entry`, `fill.finish_window`)
 
-in the order the staged path meets them, so the output is bit for bit the staged path's. A row's
-tracks are painted into a small contiguous scratch (the core's cache holds it), then written to
-the (batch, length, tracks) output in one interleaving pass. Anything unusual (a malformed
-block, a chromosome the file lacks, overlapping records in a window) abandons the batch to the
-staged path, which reads it again and reports the precise error.
+in the order the staged path meets them, so the output is bit for bit the staged path's. Values
+are written straight into the (batch, length, tracks) output (unsigned indices, runs of RUN
+values: stores the compiler vectorises for one track, strided ones for more). Anything unusual
+(a malformed block, a chromosome the file lacks, overlapping records in a window) abandons the
+batch to the staged path, which reads it again and reports the precise error.
 
-Blocks are found in one of two ways (`BlockPlace`):
+Blocks are found in one of three ways (`BlockPlace`):
 - by file: `file_word[f] >= 0` is the word of `words` where file f's byte 0 lies (its memory
   map), and a block's words start at `file_word[f] + block_offset // 4` (offsets 4-byte aligned);
+- by link: every block a batch needs was a ready cache hit, pinned pair by pair
+  (`BlockCache.pin_links`): the k-th block of a pair's range is one link, with its word and
+  length in the cache's arena;
 - by plan: the batch plan's blocks (sorted ids) with the first word and byte length of each in
   `words` (a fetch stage's `Words`: cache hits, blocks inflated into the cache, in-place blocks).
 """
@@ -42,7 +45,6 @@ DIRECT_OK, DIRECT_ABANDON = 0, 1
 MODES = {"mean": 0, "sum": 1, "max": 2, "min": 2}
 PREFETCH_PAIRS = 32         # pairs (whole rows) whose blocks are asked for before they are painted
 PREFETCH_WORDS = 1024      # the most words of one pair's items asked for ahead
-PAINT_OUT_TRACKS = 4        # up to this many tracks (window 1), paint straight into the output
 RUN = 32                  # values `paint_items` writes at a time
 
 
@@ -168,33 +170,6 @@ def paint_items(words, fwords, typ, item_w, first, count, s0, st, sp, a, bb, o, 
     return filled
 
 
-@njit(nogil=True, cache=True)
-def interleave(sflat, W, out, b):
-    """out[b, x, t] = row t of the scratch (rows of W values) at x: the (tracks, length) rows of
-    one output row into its (length, tracks) layout. Few tracks: track by track (contiguous
-    reads); many: position by position (contiguous, streaming writes; the caller fences)."""
-    U = np.uint64
-    nw = U(out.shape[1])
-    T = U(out.shape[2])
-    flat = out.reshape(-1)
-    base = U(b) * nw * T
-    uW = U(W)
-    if T == 1:
-        for x in range(nw):
-            flat[base + x] = sflat[x]
-    elif T < 8:
-        for t in range(T):
-            s0 = U(t) * uW
-            o0 = base + U(t)
-            for x in range(nw):
-                flat[o0 + U(x) * T] = sflat[s0 + U(x)]
-    else:              # whole lines in order: streaming stores (the output outgrows the caches)
-        for x in range(nw):
-            o = base + U(x) * T
-            for t in range(T):
-                store_streaming(flat, o + U(t), sflat[U(t) * uW + U(x)])
-
-
 @intrinsic
 def prefetch(typingctx, arr, idx):
     """Ask the CPU to bring arr[idx] into cache (LLVM's prefetch: read, keep, data); no bounds
@@ -219,40 +194,6 @@ def prefetch(typingctx, arr, idx):
         return context.get_dummy_value()
 
     return types.void(arr, idx), codegen
-
-
-@intrinsic
-def store_streaming(typingctx, arr, idx, val):
-    """arr[idx] = val as a non-temporal store (no read of the line first, no cache pollution):
-    for writing an output far larger than the caches once, in whole lines. Unchecked index;
-    `store_fence()` before others read what was written."""
-    if not isinstance(arr, types.Array) or not isinstance(idx, types.Integer):
-        return None
-
-    def codegen(context, builder, signature, args):
-        aryty, idxty, valty = signature.args
-        ary = context.make_array(aryty)(context, builder, args[0])
-        i = context.cast(builder, args[1], idxty, types.intp)
-        ptr = cgutils.get_item_pointer2(context, builder, data=ary.data,
-                                        shape=cgutils.unpack_tuple(builder, ary.shape, aryty.ndim),
-                                        strides=cgutils.unpack_tuple(builder, ary.strides, aryty.ndim),
-                                        layout=aryty.layout, inds=[i], wraparound=False)
-        v = context.cast(builder, args[2], valty, aryty.dtype)
-        st = builder.store(v, ptr)
-        st.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
-        return context.get_dummy_value()
-
-    return types.void(arr, idx, val), codegen
-
-
-@intrinsic
-def store_fence(typingctx):
-    """A full memory fence: streaming stores are ordered before anything after it."""
-    def codegen(context, builder, signature, args):
-        builder.fence("seq_cst")
-        return context.get_dummy_value()
-
-    return types.void(), codegen
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -306,22 +247,13 @@ def direct_rows(words, fwords, b_lo, b_hi, n_batch, tracks, key_lo, key_hi, orig
     top = words.shape[0] - 1
     want_extreme = mode == 2
     acc0 = -np.inf if is_max else np.inf
-    W = nw + RUN                                  # room for `paint_items` to write past the end
-    scratch = np.empty((T, W), np.float32)
-    sflat = scratch.reshape(-1)
     sums = np.empty(nw if w > 1 else 0)
     covered = np.empty(nw if w > 1 else 0)
     acc = np.empty(nw if w > 1 else 0)
     dflt = np.float32(default)
-    # window 1 and a few tracks: paint straight into the output (strided stores cost what the
-    # interleaving pass would); else into the scratch, track by track, then interleave
-    paint_out = w == 1 and T <= PAINT_OUT_TRACKS
-    oflat = out.reshape(-1)
-    pflat = oflat if paint_out else sflat
-    pstride = np.uint64(T) if paint_out else np.uint64(1)
-    pcol = np.uint64(1) if paint_out else np.uint64(W)
-    proom = np.uint64(nw) if paint_out else np.uint64(W)
-    pbase = np.uint64(0)
+    oflat = out.reshape(-1)                       # position x of track c in row r: r * nw * T + x * T + c
+    stride = np.uint64(T)
+    row_base = np.uint64(0)
     chunk = max(1, -(-PREFETCH_PAIRS // max(T, 1)))  # rows whose blocks are touched before they are painted
     ranges = np.zeros((chunk, T, 3), np.int64)       # block rows of the chunk's pairs, and link of row 0
     by_link = link_first.shape[0] > 0
@@ -361,11 +293,9 @@ def direct_rows(words, fwords, b_lo, b_hi, n_batch, tracks, key_lo, key_hi, orig
                 ranges[b - b0, c, 1] = b1
                 ranges[b - b0, c, 2] = kbase
         for r in range(b0, b_end):
-            if paint_out:                 # row r of the output itself: position x of track c at x * T + c
-                pbase = np.uint64(r) * np.uint64(nw) * np.uint64(T)
+            row_base = np.uint64(r) * np.uint64(nw) * stride
             for c in range(T):
                 p = c * n_batch + r
-                row = scratch[c]
                 lo_key, hi_key = key_lo[p], key_hi[p]
                 f = tracks[c]
                 sc = col_scale[c]
@@ -443,7 +373,7 @@ def direct_rows(words, fwords, b_lo, b_hi, n_batch, tracks, key_lo, key_hi, orig
                                 pass
                             elif w == 1:
                                 filled = paint_items(words, fwords, typ, item_w, first, count, s0, st, sp, a, bb, o,
-                                                     sc, dflt, pflat, pbase + np.uint64(c) * pcol, pstride, proom,
+                                                     sc, dflt, oflat, row_base + np.uint64(c), stride, np.uint64(nw),
                                                      filled, nw)
                             else:
                                 last = accumulate_entry(words, fwords, typ, item_w, first, count, s0, st, sp, a, bb, o,
@@ -455,14 +385,11 @@ def direct_rows(words, fwords, b_lo, b_hi, n_batch, tracks, key_lo, key_hi, orig
                         if (nxt + HEADER_WORDS) * 4 > end_byte:
                             break
                 if w == 1:
-                    _fill_run(pflat, pbase + np.uint64(c) * pcol, pstride, filled, np.uint64(nw), proom, dflt)
+                    _fill_run(oflat, row_base + np.uint64(c), stride, filled, np.uint64(nw), np.uint64(nw), dflt)
                 else:
                     for x in range(nw):
-                        row[x] = np.float32(finish_window(sums[x], covered[x], acc[x] if want_extreme else 0.0, w, mode,
+                        oflat[row_base + np.uint64(x) * stride + np.uint64(c)] = np.float32(finish_window(sums[x], covered[x], acc[x] if want_extreme else 0.0, w, mode,
                                                           skip_nan, is_max, default))
-            if not paint_out:
-                interleave(sflat, W, out, r)
-    store_fence()
     return DIRECT_OK, n_read
 
 
@@ -495,8 +422,3 @@ def direct_batch(q, index, place: BlockPlace, col_scale, spec, out, run_parts, n
     if any(status != DIRECT_OK for status, _ in results):
         return -1
     return int(sum(n for _, n in results))
-
-
-def scratch_bytes(n_tracks: int, n_windows: int) -> int:
-    """Working memory of one thread of `direct_rows`: a row's tracks side by side."""
-    return n_tracks * (n_windows + RUN) * 4
