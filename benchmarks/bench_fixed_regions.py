@@ -19,6 +19,7 @@ trade-off on the benchmark collection (benchmarks/datasets.py: 16 pyBigWig-writt
     gvl parallel=False / True   ``ds[idx]`` on the GVL store (raw: its own (B, samples, 1, L) layout)
     compressed                  ``BigWigCollection(originals, cache_bytes=0).get_batch``
     transcoded                  the same on the transcoded files
+    transcoded, BTL             the same with ``layout="BTL"``: (B, tracks, L), GVL's layout
     warm cache                  on the originals with ``cache_bytes`` set, after one untimed pass
                                 over all regions (that pass is timed and reported apart)
     pyBigWig                    a ``values(numpy=True)`` loop per (region, track), NaN -> 0
@@ -277,6 +278,7 @@ def main(argv=None):
                 "gvl": np.array_equal(gvl_to_ours(gvl_p[True][i], order), ref),
                 "gvl_parallel_false": np.array_equal(gvl_to_ours(gvl_p[False][i], order), ref),
                 "transcoded": np.array_equal(trans.get_batch(*cq), ref),
+                "transcoded_btl": np.array_equal(trans.get_batch(*cq, layout="BTL"), ref.transpose(0, 2, 1)),
                 "warm_cache": np.array_equal(warm.get_batch(*cq), ref),
                 "pyBigWig": np.array_equal(pbw(*cq), ref),
                 "transcoded_random": np.array_equal(trans.get_batch(*rq(k)), comp.get_batch(*rq(k))),
@@ -304,6 +306,7 @@ def main(argv=None):
             "gvl parallel=True": lambda k: gvl_p[True][batch_idx(k)],
             "compressed": lambda k: comp.get_batch(*q(k)),
             "transcoded": lambda k: trans.get_batch(*q(k)),
+            "transcoded, BTL": lambda k: trans.get_batch(*q(k), layout="BTL"),
             "warm cache": lambda k: warm.get_batch(*q(k)),
             "pyBigWig": lambda k: pbw(*q(k)),
             "transcoded, random": lambda k: trans.get_batch(*rq(k)),
@@ -395,6 +398,7 @@ def render(R) -> str:
                      ("gvl parallel=True", "GVL `ds[idx]`, parallel=True"),
                      ("compressed", "bwloader `get_batch`, compressed, `cache_bytes=0`"),
                      ("transcoded", "bwloader `get_batch`, transcoded"),
+                     ("transcoded, BTL", "bwloader `get_batch(layout=\"BTL\")`, transcoded: (B, T, L) like GVL's"),
                      ("warm cache", "bwloader, compressed, warm cache"),
                      ("pyBigWig", "pyBigWig `values()` loop"),
                      ("transcoded, random", "bwloader, transcoded, random positions anywhere")):
@@ -403,6 +407,7 @@ def render(R) -> str:
     def best_gvl(s):
         return max(rate(s, "gvl parallel=False"), rate(s, "gvl parallel=True"))
     row("transcoded / best GVL", lambda s: f"{rate(s, 'transcoded') / best_gvl(s):.2f}x")
+    row("transcoded (B, T, L) / best GVL", lambda s: f"{rate(s, 'transcoded, BTL') / best_gvl(s):.2f}x")
     row("warm cache / best GVL", lambda s: f"{rate(s, 'warm cache') / best_gvl(s):.2f}x")
     row("first pass with the cache, samples/s",
         lambda s: fmt(S[s]["warm cache"].get("first_pass_samples_per_s", float("nan"))) if s in S else "")

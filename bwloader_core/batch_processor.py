@@ -29,6 +29,15 @@ PARALLEL_MIN_ENTRIES = 256     # below this, one thread searches and paints (han
 GROUP_BYTES = 192 << 20        # working memory of one group of tracks (BWLOADER_GROUP_BYTES overrides)
 
 
+LAYOUTS = ("BLT", "BTL")
+
+
+def check_layout(layout):
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be 'BLT' (batch, length, tracks) or 'BTL' (batch, tracks, length), "
+                         f"got {layout!r}")
+
+
 @dataclass(frozen=True)
 class OutputSpec:
     """How the items become the output: windows, reduction, default and dtype."""
@@ -66,6 +75,7 @@ class BatchProcessor:
         self.batches_fused = 0       # windowed batches done by the fused path (see `fused`)
         self.batches_direct = 0      # batches done by the direct path (see `direct`)
         self.outputs = OutputPool()  # the memory of outputs the caller has let go, for the next ones
+        self._layout_made = "BLT"    # the layout the last batch's path made (`process` transposes if needed)
 
     # -- stages ---------------------------------------------------------------------------------
     def plan(self, queries: Queries) -> Plan:
@@ -140,19 +150,25 @@ class BatchProcessor:
 
     # -- whole batch ----------------------------------------------------------------------------
     def process(self, chromosomes, starts, ends, tracks=None, window_size=1, reduce="mean",
-                default_value=0.0, dtype="float32"):
-        """Values of the batch, (B, L // window_size, T) in `dtype`: a NumPy array on CPU, a CuPy
-        array on a GPU (bfloat16 there: uint16 bit patterns, as CuPy has no bfloat16)."""
+                default_value=0.0, dtype="float32", layout="BLT"):
+        """Values of the batch, (B, L // window_size, T) in `dtype` (layout "BLT"), or
+        (B, T, L // window_size) (layout "BTL": channels first, as torch's Conv1d takes them): a
+        NumPy array on CPU, a CuPy array on a GPU (bfloat16 there: uint16 bit patterns, as CuPy
+        has no bfloat16)."""
         t0 = time.perf_counter()
+        check_layout(layout)
         q = self.collection.prepare_queries(chromosomes, starts, ends, tracks, window_size, reduce, dtype)
         spec = OutputSpec(int(window_size), reduce, float(default_value), dtype)
+        self._layout_made = "BLT"
         try:
             if self._cuda is not None:
                 out, last = self._cuda.process(self, q, spec, t0)
             else:
-                out, last = self._process_cpu(q, spec, t0)
+                out, last = self._process_cpu(q, spec, t0, channels_first=layout == "BTL")
         finally:
             self.release()
+        if layout != self._layout_made:           # the staged paths make (B, L, T): one transposing copy
+            out = self.device.xp.ascontiguousarray(out.transpose(0, 2, 1))
         for k, v in last.items():
             self.timings[k] = self.timings.get(k, 0.0) + v
         self.last_timings = last
@@ -185,8 +201,8 @@ class BatchProcessor:
         bounds = np.unique(np.concatenate([[0], np.clip(cuts, 1, T - 1), [T]])).tolist()
         return list(zip(bounds[:-1], bounds[1:]))
 
-    def _process_cpu(self, q: Queries, spec: OutputSpec, t0: float):
-        done = self._process_direct(q, spec, t0)
+    def _process_cpu(self, q: Queries, spec: OutputSpec, t0: float, channels_first: bool = False):
+        done = self._process_direct(q, spec, t0, channels_first)
         if done is not None:
             return done
         plan = self.plan(q)
@@ -220,7 +236,7 @@ class BatchProcessor:
         CPU and compiled kernels (BWLOADER_DIRECT=0 turns it off)."""
         return self._cuda is None and self.kernel == "numba" and os.environ.get("BWLOADER_DIRECT", "1") != "0"
 
-    def _process_direct(self, q: Queries, spec: OutputSpec, t0: float):
+    def _process_direct(self, q: Queries, spec: OutputSpec, t0: float, channels_first: bool = False):
         """The batch through the direct path when its blocks can be read where they lie: every
         track read in place (uncompressed files in memory maps, blocks on 4-byte boundaries: no
         plan, no fetch), or with a
@@ -257,8 +273,10 @@ class BatchProcessor:
             return None
         scaling = c.scaling_factors
         col_scale = np.ones(q.n_tracks) if scaling is None else scaling[q.tracks].astype(np.float64)
-        out = self.outputs.empty((q.batch, nw, q.n_tracks), np.float32)
-        reads = direct_batch(q, idx, place, col_scale, spec, out, self._fetcher.map_here, self._shares(q.n_pairs))
+        shape = (q.batch, q.n_tracks, nw) if channels_first else (q.batch, nw, q.n_tracks)
+        out = self.outputs.empty(shape, np.float32)
+        reads = direct_batch(q, idx, place, col_scale, spec, out, self._fetcher.map_here, self._shares(q.n_pairs),
+                             channels_first)
         if reads < 0:
             self.release()
             return None
@@ -266,6 +284,7 @@ class BatchProcessor:
             self._fetcher.blocks_in_place += reads
         out = cast_output(out, spec.dtype)
         self.batches_direct += 1
+        self._layout_made = "BTL" if channels_first else "BLT"
         t3 = time.perf_counter()
         return out, dict(zip(STAGES, (t1 - t0, t2 - t1, 0.0, 0.0, t3 - t2)))
 

@@ -237,9 +237,11 @@ class BigWigCollection:
         return Queries.in_key_space(self.index, track_idx, g, starts, ends)
 
     def get_batch(self, chromosomes, starts, ends, window_size=1, reduce="mean", default_value=0.0,
-                  dtype="float32", tracks=None, zoom=False):
+                  dtype="float32", tracks=None, zoom=False, layout="BLT"):
         """Values of shape (batch, (end - start) // window_size, n_tracks): a NumPy array (a CuPy
-        array on backend='cuda').
+        array on backend='cuda'). `layout="BTL"` gives (batch, n_tracks, length // window_size)
+        instead, channels first as torch's Conv1d takes them (made so directly when the batch's
+        blocks lie in memory; otherwise one transposing copy).
 
         `chromosomes` is a name per query (or one name for all); `starts`/`ends` 0-based half-open,
         all of the same length. See the class docstring for the treatment of missing data.
@@ -248,9 +250,12 @@ class BigWigCollection:
         level are read exactly.
         """
         default_value = float(default_value)
+        from .batch_processor import check_layout
+        check_layout(layout)
         if zoom and window_size > 1:
-            return self._get_batch_zoom(chromosomes, starts, ends, window_size, reduce, default_value,
-                                        dtype, tracks, zoom)
+            out = self._get_batch_zoom(chromosomes, starts, ends, window_size, reduce, default_value,
+                                       dtype, tracks, zoom)
+            return out if layout == "BLT" else self.device.xp.ascontiguousarray(out.transpose(0, 2, 1))
         if self._pid != os.getpid():
             # a forked child (a DataLoader worker): the parent's inflate threads and lock state did not
             # come along; start afresh (the parent's processor is the parent's to close)
@@ -262,7 +267,7 @@ class BigWigCollection:
                 from .batch_processor import BatchProcessor
                 self._processor = BatchProcessor(self, n_threads=self._n_threads, device=self.device)
             return self._processor.process(chromosomes, starts, ends, tracks, window_size, reduce,
-                                           default_value, dtype)
+                                           default_value, dtype, layout)
 
     def _get_batch_zoom(self, chromosomes, starts, ends, window_size, reduce, default_value, dtype, tracks, zoom):
         from .dtypes import cast_output

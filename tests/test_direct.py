@@ -241,3 +241,29 @@ def test_overlapping_records_transcoded_match_pybigwig(tmp_path):
             assert n_direct == 1
             for t in range(n):
                 np.testing.assert_array_equal(got[:, :, t], want)
+
+
+@pytest.mark.parametrize("where", ["in_place", "cache", "mixed", "compressed"])
+def test_channels_first_layout(bw_files, transcoded, where):
+    """layout="BTL" (batch, tracks, length): made directly on the direct path, by one transposing
+    copy elsewhere; always the (B, L, T) values transposed, C-contiguous."""
+    names = ["pybigwig_bedgraph", "pybigwig_fixedstep", "bigendian", "pybigwig_varstep", "deep_rtree"]
+    paths = {"in_place": [transcoded[n] for n in names],
+             "cache": [bw_files[n].path for n in names],
+             "mixed": [transcoded[n] if i % 2 else bw_files[n].path for i, n in enumerate(names)],
+             "compressed": [bw_files[n].path for n in names]}[where]
+    rng = np.random.default_rng(11)
+    with BigWigCollection(paths, n_threads=2, cache_bytes=(1 << 26) if where == "cache" else 0) as c:
+        for window, reduce in ((1, "mean"), (25, "max")):
+            starts = rng.integers(-500, 390_000, 70)
+            q = (["chr1"] * 35 + ["chr2"] * 35, starts, starts + 1000)
+            blt = c.get_batch(*q, window_size=window, reduce=reduce, default_value=np.nan)
+            for _ in range(2):           # the second time every block is a cache hit
+                btl, n_direct = _batch(c, q, window_size=window, reduce=reduce, default_value=np.nan, layout="BTL")
+                assert btl.shape == (70, 5, 1000 // window) and btl.flags.c_contiguous
+                np.testing.assert_array_equal(btl, blt.transpose(0, 2, 1))
+                assert n_direct == (where != "compressed")
+        half = c.get_batch(*q, dtype="float16", layout="BTL")
+        np.testing.assert_array_equal(half, c.get_batch(*q, dtype="float16").transpose(0, 2, 1))
+        with pytest.raises(ValueError, match="layout must be 'BLT'"):
+            c.get_batch(*q, layout="LBT")

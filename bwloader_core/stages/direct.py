@@ -237,8 +237,9 @@ def direct_rows(words, fwords, b_lo, b_hi, n_batch, tracks, key_lo, key_hi, orig
                 plan_blocks, plan_word, plan_nbytes, plan_key_end, link_first, link_word, link_nbytes, link_key_end,
                 file_block_first, file_chrom_first, file_n_chroms,
                 file_big_endian, block_start, block_end, block_end_cummax, block_offset, block_size, chrom_key_base,
-                chrom_len_flat, length, w, mode, skip_nan, is_max, default, out):
-    """Output rows b_lo..b_hi-1 of `out` (B, length // w, T) float32: every (row, track) pair's
+                chrom_len_flat, length, w, mode, skip_nan, is_max, default, channels_first, out):
+    """Output rows b_lo..b_hi-1 of `out` (B, length // w, T) float32, or (B, T, length // w) with
+    `channels_first`: every (row, track) pair's
     blocks searched and its items painted (w == 1) or reduced into windows. Returns (DIRECT_OK or
     DIRECT_ABANDON (nothing is then to be trusted in those rows), blocks searched)."""
     T = tracks.shape[0]
@@ -251,8 +252,10 @@ def direct_rows(words, fwords, b_lo, b_hi, n_batch, tracks, key_lo, key_hi, orig
     covered = np.empty(nw if w > 1 else 0)
     acc = np.empty(nw if w > 1 else 0)
     dflt = np.float32(default)
-    oflat = out.reshape(-1)                       # position x of track c in row r: r * nw * T + x * T + c
-    stride = np.uint64(T)
+    # position x of track c in row r: r * nw * T + x * T + c, or channels first r * T * nw + c * nw + x
+    oflat = out.reshape(-1)
+    stride = np.uint64(1) if channels_first else np.uint64(T)
+    col = np.uint64(nw) if channels_first else np.uint64(1)
     row_base = np.uint64(0)
     chunk = max(1, -(-PREFETCH_PAIRS // max(T, 1)))  # rows whose blocks are touched before they are painted
     ranges = np.zeros((chunk, T, 3), np.int64)       # block rows of the chunk's pairs, and link of row 0
@@ -293,7 +296,7 @@ def direct_rows(words, fwords, b_lo, b_hi, n_batch, tracks, key_lo, key_hi, orig
                 ranges[b - b0, c, 1] = b1
                 ranges[b - b0, c, 2] = kbase
         for r in range(b0, b_end):
-            row_base = np.uint64(r) * np.uint64(nw) * stride
+            row_base = np.uint64(r) * np.uint64(nw) * np.uint64(T)
             for c in range(T):
                 p = c * n_batch + r
                 lo_key, hi_key = key_lo[p], key_hi[p]
@@ -373,7 +376,7 @@ def direct_rows(words, fwords, b_lo, b_hi, n_batch, tracks, key_lo, key_hi, orig
                                 pass
                             elif w == 1:
                                 filled = paint_items(words, fwords, typ, item_w, first, count, s0, st, sp, a, bb, o,
-                                                     sc, dflt, oflat, row_base + np.uint64(c), stride, np.uint64(nw),
+                                                     sc, dflt, oflat, row_base + np.uint64(c) * col, stride, np.uint64(nw),
                                                      filled, nw)
                             else:
                                 last = accumulate_entry(words, fwords, typ, item_w, first, count, s0, st, sp, a, bb, o,
@@ -385,16 +388,18 @@ def direct_rows(words, fwords, b_lo, b_hi, n_batch, tracks, key_lo, key_hi, orig
                         if (nxt + HEADER_WORDS) * 4 > end_byte:
                             break
                 if w == 1:
-                    _fill_run(oflat, row_base + np.uint64(c), stride, filled, np.uint64(nw), np.uint64(nw), dflt)
+                    _fill_run(oflat, row_base + np.uint64(c) * col, stride, filled, np.uint64(nw), np.uint64(nw), dflt)
                 else:
                     for x in range(nw):
-                        oflat[row_base + np.uint64(x) * stride + np.uint64(c)] = np.float32(finish_window(sums[x], covered[x], acc[x] if want_extreme else 0.0, w, mode,
+                        oflat[row_base + np.uint64(c) * col + np.uint64(x) * stride] = np.float32(finish_window(sums[x], covered[x], acc[x] if want_extreme else 0.0, w, mode,
                                                           skip_nan, is_max, default))
     return DIRECT_OK, n_read
 
 
-def direct_batch(q, index, place: BlockPlace, col_scale, spec, out, run_parts, n_parts: int) -> int:
-    """Fill `out` (B, L // w, T) float32 with the values of queries `q`, every block in memory as
+def direct_batch(q, index, place: BlockPlace, col_scale, spec, out, run_parts, n_parts: int,
+                 channels_first: bool = False) -> int:
+    """Fill `out` (B, L // w, T) float32, or (B, T, L // w) with `channels_first`, with the
+    values of queries `q`, every block in memory as
     `place` says, in `n_parts` shares of rows run by `run_parts(fn, items)` (a thread pool's
     map). Returns the number of (pair, block) reads, or -1 when the batch must take the staged
     path."""
@@ -415,7 +420,7 @@ def direct_batch(q, index, place: BlockPlace, col_scale, spec, out, run_parts, n
                            index.block_start,
                            index.block_end, index.block_end_cummax, index.block_offset, index.block_size,
                            index.chrom_key_base, index.chrom_len_flat, L, w, MODES[reduce], bool(np.isnan(default)),
-                           reduce == "max", default, out)
+                           reduce == "max", default, bool(channels_first), out)
 
     shares = list(zip(cut[:-1], cut[1:]))
     results = run_parts(run, shares) if n_parts > 1 else [run(shares[0])]
