@@ -239,11 +239,10 @@ class BatchProcessor:
     def _process_direct(self, q: Queries, spec: OutputSpec, t0: float, channels_first: bool = False):
         """The batch through the direct path when its blocks can be read where they lie: every
         track read in place (uncompressed files in memory maps, blocks on 4-byte boundaries: no
-        plan, no fetch), or with a
-        block cache or some tracks in place (planned and fetched as usual: hits and in-place
-        blocks where they lie, the rest inflated, into the cache when there is one). Then one
+        plan, no fetch), every block a ready cache hit (pinned pair by pair: no plan either), or
+        with a block cache or only uncompressed tracks (planned and fetched as usual). Then one
         compiled pass per share of rows searches and fills, into a pooled output. None when the
-        batch takes the staged path. Its time counts as fill."""
+        batch takes the staged paths. Its time counts as fill."""
         from .stages.direct import BlockPlace, direct_batch
         c = self.collection
         idx = c.index
@@ -260,17 +259,21 @@ class BatchProcessor:
         elif cache and not in_place.any():
             place = self._cache_hits(q)          # every block a cache hit: no plan, no table
             t1 = t2 = time.perf_counter()
-        if place is not None:
-            pass
-        elif cache or in_place.any():
+        if place is None:
+            # the blocks fetched as usual (cache hits and in-place blocks where they lie, the rest
+            # inflated, into the cache when there is one), then searched and filled directly; a
+            # batch with compressed tracks and no cache, or too wide for one group of working
+            # memory, takes the staged paths (fused, grouped)
+            if not (cache or in_place.all()):
+                return None
             plan = self.plan(q)
+            if len(self.track_groups(plan, spec)) > 1:
+                return None
             table = self.block_table(plan)
             t1 = time.perf_counter()
             place = BlockPlace.of_words(self.fetch(table), plan.blocks, idx.n_files)
             self.blocks_decoded += len(table)
             t2 = time.perf_counter()
-        else:
-            return None
         scaling = c.scaling_factors
         col_scale = np.ones(q.n_tracks) if scaling is None else scaling[q.tracks].astype(np.float64)
         shape = (q.batch, q.n_tracks, nw) if channels_first else (q.batch, nw, q.n_tracks)
