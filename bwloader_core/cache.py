@@ -107,6 +107,10 @@ class BlockCache:
         self.misses = 0
         self.refused = 0                 # allocations refused because a pinned block was in the way
 
+    def after_fork(self):
+        """In a forked child: a fresh lock (another thread may have held the parent's at the fork)."""
+        self._lock = threading.Lock()
+
     def __bool__(self):
         return self.capacity > 0
 
@@ -116,7 +120,11 @@ class BlockCache:
         if self._arena is None:
             with self._lock:
                 if self._arena is None:
-                    self._map = mmap.mmap(-1, max(self._words, 1) * 4)
+                    # private anonymous memory: transparent huge pages apply to it (shared anonymous
+                    # memory is shmem, where they are usually off), and a forked worker writes its
+                    # own copy of a page instead of the parent's blocks
+                    self._map = mmap.mmap(-1, max(self._words, 1) * 4,
+                                          flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
                     if hasattr(mmap, "MADV_HUGEPAGE"):
                         try:
                             self._map.madvise(mmap.MADV_HUGEPAGE)

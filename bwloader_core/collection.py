@@ -262,6 +262,7 @@ class BigWigCollection:
             self._lock = threading.Lock()
             self._processor = None
             self._pid = os.getpid()
+            self.cache.after_fork()
         with self._lock:
             if self._processor is None:
                 from .batch_processor import BatchProcessor

@@ -139,3 +139,31 @@ def test_small_cache_stays_within_its_bound(bw_files):
             chroms, starts, ends = df.random_queries(f, rng, 2000, 16)
             coll.get_batch(chroms, starts, ends)
             assert coll.cache.nbytes <= 20_000
+
+
+def test_forked_child_does_not_write_the_parents_cache(bw_files):
+    """A DataLoader worker is a fork: its inflates and evictions land in its own copy of the arena
+    (private memory), so the parent's cached blocks still hold the parent's data afterwards."""
+    import multiprocessing as mp
+    paths = [bw_files[n].path for n in ("pybigwig_bedgraph", "pybigwig_varstep")]
+    rng = np.random.default_rng(4)
+    mine = rng.integers(0, 300_000, 64)
+    theirs = rng.integers(300_000, 390_000, 64)
+    with BigWigCollection(paths, cache_bytes=256 << 10) as c, BigWigCollection(paths) as plain:
+        q = (["chr1"] * 64, mine, mine + 900)
+        want = plain.get_batch(*q)
+        np.testing.assert_array_equal(c.get_batch(*q), want)        # now cached in the parent
+        hits = c.cache.hits
+        ctx = mp.get_context("fork")
+        child = ctx.Process(target=_read_in_child, args=(c, theirs))
+        child.start()
+        child.join(60)
+        assert child.exitcode == 0
+        np.testing.assert_array_equal(c.get_batch(*q), want)
+        assert c.cache.hits > hits                                     # served from the parent's arena
+
+
+def _read_in_child(coll, starts):
+    for k in range(6):
+        s = starts + 1000 * k
+        coll.get_batch(["chr1"] * len(s), s, s + 900)
