@@ -307,7 +307,7 @@ class BatchProcessor:
             return None
         self._pins = pins
         self._fetcher.blocks_cached += len(pins.slots[-1])
-        return BlockPlace.of_cache_links(cache.arena, links, idx.n_files)
+        return BlockPlace.of_cache_links(cache.arena, lo, links, idx.n_files)
 
     def _process_fused(self, q: Queries, spec: OutputSpec, plan: Plan, t0: float):
         """Windowed values through the fused per-chunk kernel; None when the batch needs the

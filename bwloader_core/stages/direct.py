@@ -62,6 +62,7 @@ class BlockPlace:
     # by link (cache hits pinned pair by pair, `BlockCache.pin_links`): the k-th block of pair p's
     # range (`plan.block_ranges`) is link link_first[p] + k; word -1: a block the pair skips
     link_first: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    link_lo: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))   # block row of link 0 per pair
     link_word: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     link_nbytes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     link_key_end: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
@@ -82,11 +83,12 @@ class BlockPlace:
                    key_end, (words,))
 
     @classmethod
-    def of_cache_links(cls, arena, links, n_files: int) -> "BlockPlace":
-        """Every block of a batch as a pinned cache hit (`BlockCache.pin_links`' links)."""
+    def of_cache_links(cls, arena, lo, links, n_files: int) -> "BlockPlace":
+        """Every block of a batch as a pinned cache hit (`BlockCache.pin_links`' links of the
+        pairs' block ranges starting at rows `lo`)."""
         z = np.zeros(0, np.int64)
         first, word, nbytes, key_end = links
-        return cls(arena, np.full(n_files, -1, np.int64), z, z, z, z, (arena,), first, word, nbytes, key_end)
+        return cls(arena, np.full(n_files, -1, np.int64), z, z, z, z, (arena,), first, lo, word, nbytes, key_end)
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -234,7 +236,8 @@ def _guess(x, s0, s1, cnt):
 
 @njit(nogil=True, cache=True)
 def direct_rows(words, fwords, b_lo, b_hi, n_batch, tracks, key_lo, key_hi, origin, col_scale, file_word,
-                plan_blocks, plan_word, plan_nbytes, plan_key_end, link_first, link_word, link_nbytes, link_key_end,
+                plan_blocks, plan_word, plan_nbytes, plan_key_end, link_first, link_lo, link_word, link_nbytes,
+                link_key_end,
                 file_block_first, file_chrom_first, file_n_chroms,
                 file_big_endian, block_start, block_end, block_end_cummax, block_offset, block_size, chrom_key_base,
                 chrom_len_flat, length, w, mode, skip_nan, is_max, default, channels_first, out):
@@ -273,9 +276,12 @@ def direct_rows(words, fwords, b_lo, b_hi, n_batch, tracks, key_lo, key_hi, orig
                 f = tracks[c]
                 lo, b1, kbase = np.int64(0), np.int64(0), np.int64(0)
                 if hi_key > lo_key:
-                    lo, b1 = _block_range(f, lo_key, hi_key, file_block_first, block_start, block_end_cummax)
-                    if by_link:
+                    if by_link:                  # the ranges the cache lookup found
+                        lo = link_lo[p]
+                        b1 = lo + link_first[p + 1] - link_first[p]
                         kbase = link_first[p] - lo
+                    else:
+                        lo, b1 = _block_range(f, lo_key, hi_key, file_block_first, block_start, block_end_cummax)
                     while lo < b1 and np.int64(block_end[lo]) <= lo_key:
                         lo += 1
                     if lo < b1:
@@ -414,7 +420,7 @@ def direct_batch(q, index, place: BlockPlace, col_scale, spec, out, run_parts, n
     def run(share):
         return direct_rows(place.words, fwords, share[0], share[1], B, q.tracks, q.key_lo, q.key_hi, q.origin,
                            col_scale, place.file_word, place.plan_blocks, place.plan_word, place.plan_nbytes,
-                           place.plan_key_end, place.link_first, place.link_word, place.link_nbytes,
+                           place.plan_key_end, place.link_first, place.link_lo, place.link_word, place.link_nbytes,
                            place.link_key_end,
                            index.file_block_first, index.file_chrom_first, index.file_n_chroms, index.file_big_endian,
                            index.block_start,
