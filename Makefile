@@ -45,7 +45,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) -c "import genvarloader" 2>/dev/null || $(PY) -m pip install -q -e ".[bench]"
 	$(PY) benchmarks/scoreboard.py --json docs/scoreboard.json
-	$(PY) benchmarks/bench_fixed_regions.py --json docs/fixed_regions.json --md docs/fixed_regions.md
+	$(PY) benchmarks/bench_fixed_regions.py --rounds 6 --duration 12 --json docs/fixed_regions.json --md docs/fixed_regions.md
 	$(PY) benchmarks/bench_s4.py --out docs/s4
 	$(PY) benchmarks/scoreboard_render.py docs/scoreboard.json --out docs/scoreboard.md --plot docs/scoreboard.png \
 		--section docs/fixed_regions.md --section docs/s4.md
