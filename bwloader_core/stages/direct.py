@@ -226,6 +226,22 @@ def _block_range(f, lo_key, hi_key, file_block_first, block_start, block_end_cum
     return lo, b1
 
 
+@njit(nogil=True, cache=True)
+def pair_block_ranges(tracks, n_batch, key_lo, key_hi, file_block_first, block_start, block_end_cummax):
+    """Per pair p = c * n_batch + b: (first block row, number of rows) of file tracks[c] that may
+    overlap its keys (`_block_range`; no rows for a pair with nothing to read)."""
+    n = key_lo.shape[0]
+    lo = np.zeros(n, np.int64)
+    count = np.zeros(n, np.int64)
+    for p in range(n):
+        if key_hi[p] > key_lo[p]:
+            a, b = _block_range(tracks[p // n_batch], key_lo[p], key_hi[p], file_block_first, block_start,
+                                block_end_cummax)
+            lo[p] = a
+            count[p] = max(b - a, 0)
+    return lo, count
+
+
 @njit(nogil=True, cache=True, inline="always")
 def _guess(x, s0, s1, cnt):
     """The item index of position x, interpolated over a section spanning [s0, s1) with cnt items."""
