@@ -294,11 +294,12 @@ class BatchProcessor:
     def _cache_hits(self, q: Queries):
         """A BlockPlace of pinned cache hits when every block of the batch is one, else None."""
         from .cache import Pins
-        from .stages.direct import BlockPlace, pair_block_ranges
+        from .stages.direct import BlockPlace
+        from .stages.plan import block_ranges
         cache = self.collection.cache
         idx = self.collection.index
-        lo, n = pair_block_ranges(q.tracks, max(q.batch, 1), q.key_lo, q.key_hi, idx.file_block_first,
-                                  idx.block_start, idx.block_end_cummax)
+        lo, hi = block_ranges(idx, q)
+        n = np.where(q.key_hi > q.key_lo, np.maximum(hi - lo, 0), 0)
         self.release()
         pins = Pins(cache)
         links = cache.pin_links(lo, n, q.key_lo, q.key_hi, idx.block_end, pins)

@@ -38,7 +38,9 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ..format.spec import ITEM_WORDS, MAX_SECTIONS_PER_BLOCK, SECTION_HEADER_WORDS as HEADER_WORDS
-from .fill import OVERLAP, _item, accumulate_entry, finish_window
+from .fill import OVERLAP, _item, accumulate_entry, clip_run, finish_window
+from .parse import section_extent
+from .plan import block_range
 from .search import _first_above, item_range
 
 DIRECT_OK, DIRECT_ABANDON = 0, 1
@@ -151,12 +153,7 @@ def paint_items(words, fwords, typ, item_w, first, count, s0, st, sp, a, bb, o, 
         s, e, v = _item(words, fwords, typ, item_w, i, s0, st, sp)
         if s >= bb:
             break                     # items start in order: none further reaches [a, bb)
-        ls = max(s, a) - o
-        le = min(e, bb) - o
-        if ls < 0:
-            ls = 0
-        if le > nw:
-            le = nw
+        ls, le = clip_run(s, e, a, bb, o, nw)
         if le <= ls:
             continue
         val = np.float32(np.float64(v) * sc)
@@ -196,50 +193,6 @@ def prefetch(typingctx, arr, idx):
         return context.get_dummy_value()
 
     return types.void(arr, idx), codegen
-
-
-@njit(nogil=True, cache=True, inline="always")
-def _block_range(f, lo_key, hi_key, file_block_first, block_start, block_end_cummax):
-    """Rows [lo, hi) of file f's blocks that may overlap keys [lo_key, hi_key) (`plan.block_ranges`)."""
-    lo = file_block_first[f]
-    hi = file_block_first[f + 1]
-    while lo < hi:                       # first row with end_cummax > lo_key
-        mid = (lo + hi) >> 1
-        if np.int64(block_end_cummax[mid]) <= lo_key:
-            lo = mid + 1
-        else:
-            hi = mid
-    b1 = lo                              # first row with start >= hi_key: a gallop from lo (a
-    end = file_block_first[f + 1]        # query spans a block or two), then a bisection
-    step = 1
-    while b1 < end and np.int64(block_start[b1]) < hi_key:
-        b1 += step
-        step *= 2
-    hi = min(b1, end)
-    b1 = max(lo, b1 - step // 2)
-    while b1 < hi:
-        mid = (b1 + hi) >> 1
-        if np.int64(block_start[mid]) < hi_key:
-            b1 = mid + 1
-        else:
-            hi = mid
-    return lo, b1
-
-
-@njit(nogil=True, cache=True)
-def pair_block_ranges(tracks, n_batch, key_lo, key_hi, file_block_first, block_start, block_end_cummax):
-    """Per pair p = c * n_batch + b: (first block row, number of rows) of file tracks[c] that may
-    overlap its keys (`_block_range`; no rows for a pair with nothing to read)."""
-    n = key_lo.shape[0]
-    lo = np.zeros(n, np.int64)
-    count = np.zeros(n, np.int64)
-    for p in range(n):
-        if key_hi[p] > key_lo[p]:
-            a, b = _block_range(tracks[p // n_batch], key_lo[p], key_hi[p], file_block_first, block_start,
-                                block_end_cummax)
-            lo[p] = a
-            count[p] = max(b - a, 0)
-    return lo, count
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -297,7 +250,7 @@ def direct_rows(words, fwords, b_lo, b_hi, n_batch, tracks, key_lo, key_hi, orig
                         b1 = lo + link_first[p + 1] - link_first[p]
                         kbase = link_first[p] - lo
                     else:
-                        lo, b1 = _block_range(f, lo_key, hi_key, file_block_first, block_start, block_end_cummax)
+                        lo, b1 = block_range(f, lo_key, hi_key, file_block_first, block_start, block_end_cummax)
                     while lo < b1 and np.int64(block_end[lo]) <= lo_key:
                         lo += 1
                     if lo < b1:
@@ -349,21 +302,10 @@ def direct_rows(words, fwords, b_lo, b_hi, n_batch, tracks, key_lo, key_hi, orig
                     cursor = wd
                     n_sec = 0
                     while True:                          # the block's sections
-                        if (cursor + HEADER_WORDS) * 4 > end_byte:
-                            return DIRECT_ABANDON, n_read
-                        lastw = np.int64(words[cursor + 5])
-                        if swapped:       # a big-endian block, swapped word by word by the fetch stage
-                            typ = (lastw >> 24) & 0xFF
-                            cnt = lastw & 0xFFFF
-                        else:
-                            typ = lastw & 0xFF
-                            cnt = (lastw >> 16) & 0xFFFF
-                        if typ < 1 or typ > 3:
+                        typ, cnt, nxt = section_extent(words, cursor, end_byte, swapped)
+                        if typ < 0:
                             return DIRECT_ABANDON, n_read
                         iw = ITEM_WORDS[typ]
-                        nxt = cursor + HEADER_WORDS + cnt * iw
-                        if nxt * 4 > end_byte:
-                            return DIRECT_ABANDON, n_read
                         n_sec += 1
                         if n_sec > MAX_SECTIONS_PER_BLOCK:
                             return DIRECT_ABANDON, n_read

@@ -276,6 +276,19 @@ def _item(words, fwords, typ, item_word, i, sstart, step, span):
     return np.int64(words[pos]), np.int64(words[pos + 1]), fwords[pos + 2]
 
 
+@njit(nogil=True, cache=True, inline="always")
+def clip_run(s, e, a, bb, o, n):
+    """Output positions [ls, le) of item [s, e) within the query [a, bb) of its chromosome (output
+    position 0 at base `o`), clipped to the n positions of the row (empty when le <= ls)."""
+    ls = max(s, a) - o
+    le = min(e, bb) - o
+    if ls < 0:
+        ls = 0
+    if le > n:
+        le = n
+    return ls, le
+
+
 @njit(nogil=True, cache=True)
 def paint_rows(words, fwords, e_type, e_item_word, e_first, e_count, e_sstart, e_step, e_span, e_a, e_b, e_o,
                e_scale, pair_first, n_batch, n_tracks, row_lo, row_hi, default, out):
@@ -293,12 +306,7 @@ def paint_rows(words, fwords, e_type, e_item_word, e_first, e_count, e_sstart, e
                 a, bb, o, sc = e_a[k], e_b[k], e_o[k], e_scale[k]
                 for i in range(e_first[k], e_first[k] + e_count[k]):
                     s, e, v = _item(words, fwords, e_type[k], e_item_word[k], i, e_sstart[k], e_step[k], e_span[k])
-                    ls = max(s, a) - o
-                    le = min(e, bb) - o
-                    if ls < 0:
-                        ls = 0
-                    if le > L:
-                        le = L
+                    ls, le = clip_run(s, e, a, bb, o, L)
                     if le <= ls:
                         continue
                     for x in range(filled, ls):

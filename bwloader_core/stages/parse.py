@@ -99,6 +99,29 @@ def _raise(where, block, msg):
 
 
 # -- numba CPU kernel ---------------------------------------------------------------------------
+@njit(nogil=True, cache=True, inline="always")
+def section_extent(words, cursor, end_byte, swapped):
+    """(type, item count, word after the section) of the section whose header is at word
+    `cursor` of a block ending at byte `end_byte` (`swapped`: a big-endian block, swapped word
+    by word by the fetch stage); type -1 when the header or its items run past the block's end
+    or the type is unknown."""
+    if (cursor + HEADER_WORDS) * 4 > end_byte:
+        return np.int64(-1), np.int64(0), np.int64(0)
+    last = np.int64(words[cursor + 5])
+    if swapped:
+        typ = (last >> 24) & 0xFF
+        cnt = last & 0xFFFF
+    else:
+        typ = last & 0xFF
+        cnt = (last >> 16) & 0xFFFF
+    if typ < 1 or typ > 3:
+        return np.int64(-1), np.int64(0), np.int64(0)
+    nxt = cursor + HEADER_WORDS + cnt * ITEM_WORDS[typ]
+    if nxt * 4 > end_byte:
+        return np.int64(-1), np.int64(0), np.int64(0)
+    return typ, cnt, nxt
+
+
 @njit(nogil=True, cache=True)
 def _walk(words, block_start, block_nbytes, swap, fill, out):
     """Count (fill=False) or write (fill=True, into the 9 rows of `out`) the sections of every
@@ -112,19 +135,8 @@ def _walk(words, block_start, block_nbytes, swap, fill, out):
         end_byte = block_start[k] * 4 + m
         n_sec = 0
         while True:
-            if (cursor + HEADER_WORDS) * 4 > end_byte:
-                return -1
-            last = np.int64(words[cursor + 5])
-            if swap[k]:
-                typ = (last >> 24) & 0xFF
-                cnt = last & 0xFFFF
-            else:
-                typ = last & 0xFF
-                cnt = (last >> 16) & 0xFFFF
-            if typ < 1 or typ > 3:
-                return -1
-            nxt = cursor + HEADER_WORDS + cnt * ITEM_WORDS[typ]
-            if nxt * 4 > end_byte:
+            typ, cnt, nxt = section_extent(words, cursor, end_byte, swap[k])
+            if typ < 0:
                 return -1
             n_sec += 1
             if n_sec > MAX_SECTIONS_PER_BLOCK:

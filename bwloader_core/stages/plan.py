@@ -142,27 +142,36 @@ def _maximum_at(out, at, values):
             out[at[i]] = values[i]
 
 
+@njit(nogil=True, cache=True, inline="always")
+def block_range(f, lo_key, hi_key, file_block_first, block_start, block_end_cummax):
+    """Rows [lo, hi) of file f's blocks that may overlap keys [lo_key, hi_key): lo the first
+    whose running-maximum end passes lo_key, hi the first starting at or after hi_key."""
+    lo = file_block_first[f]
+    hi = file_block_first[f + 1]
+    while lo < hi:                       # first row with end_cummax > lo_key
+        mid = (lo + hi) >> 1
+        if np.int64(block_end_cummax[mid]) <= lo_key:
+            lo = mid + 1
+        else:
+            hi = mid
+    b1 = lo                              # first row with start >= hi_key: a gallop from lo (a
+    end = file_block_first[f + 1]        # query spans a block or two), then a bisection
+    step = 1
+    while b1 < end and np.int64(block_start[b1]) < hi_key:
+        b1 += step
+        step *= 2
+    hi = min(b1, end)
+    b1 = max(lo, b1 - step // 2)
+    while b1 < hi:
+        mid = (b1 + hi) >> 1
+        if np.int64(block_start[mid]) < hi_key:
+            b1 = mid + 1
+        else:
+            hi = mid
+    return lo, b1
+
+
 @njit(nogil=True, cache=True)
 def _block_ranges(first, start, end_cummax, file_of_pair, key_lo, key_hi, lo_out, hi_out):
     for p in range(file_of_pair.shape[0]):
-        f = file_of_pair[p]
-        a = first[f]
-        b = first[f + 1]
-        x = key_lo[p]
-        lo, hi = a, b
-        while lo < hi:                       # first row with end_cummax > key_lo
-            mid = (lo + hi) >> 1
-            if np.int64(end_cummax[mid]) <= x:
-                lo = mid + 1
-            else:
-                hi = mid
-        lo_out[p] = lo
-        x = key_hi[p]
-        hi = b
-        while lo < hi:                       # first row with start >= key_hi
-            mid = (lo + hi) >> 1
-            if np.int64(start[mid]) < x:
-                lo = mid + 1
-            else:
-                hi = mid
-        hi_out[p] = lo
+        lo_out[p], hi_out[p] = block_range(file_of_pair[p], key_lo[p], key_hi[p], first, start, end_cummax)
