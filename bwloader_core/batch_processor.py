@@ -75,7 +75,6 @@ class BatchProcessor:
         self.batches_fused = 0       # windowed batches done by the fused path (see `fused`)
         self.batches_direct = 0      # batches done by the direct path (see `direct`)
         self.outputs = OutputPool()  # the memory of outputs the caller has let go, for the next ones
-        self._layout_made = "BLT"    # the layout the last batch's path made (`process` transposes if needed)
 
     # -- stages ---------------------------------------------------------------------------------
     def plan(self, queries: Queries) -> Plan:
@@ -159,16 +158,15 @@ class BatchProcessor:
         check_layout(layout)
         q = self.collection.prepare_queries(chromosomes, starts, ends, tracks, window_size, reduce, dtype)
         spec = OutputSpec(int(window_size), reduce, float(default_value), dtype)
-        self._layout_made = "BLT"
         try:
             if self._cuda is not None:
                 out, last = self._cuda.process(self, q, spec, t0)
+                if layout == "BTL":
+                    out = self.device.xp.ascontiguousarray(out.transpose(0, 2, 1))
             else:
                 out, last = self._process_cpu(q, spec, t0, channels_first=layout == "BTL")
         finally:
             self.release()
-        if layout != self._layout_made:           # the staged paths make (B, L, T): one transposing copy
-            out = self.device.xp.ascontiguousarray(out.transpose(0, 2, 1))
         for k, v in last.items():
             self.timings[k] = self.timings.get(k, 0.0) + v
         self.last_timings = last
@@ -202,9 +200,17 @@ class BatchProcessor:
         return list(zip(bounds[:-1], bounds[1:]))
 
     def _process_cpu(self, q: Queries, spec: OutputSpec, t0: float, channels_first: bool = False):
+        """The batch on CPU in the layout asked for: the direct path makes either; the staged
+        paths make (B, L, T), turned by one transposing copy."""
         done = self._process_direct(q, spec, t0, channels_first)
         if done is not None:
             return done
+        out, last = self._process_staged(q, spec, t0)
+        if channels_first:
+            out = np.ascontiguousarray(out.transpose(0, 2, 1))
+        return out, last
+
+    def _process_staged(self, q: Queries, spec: OutputSpec, t0: float):
         plan = self.plan(q)
         idx = self.collection.index
         if spec.window_size > 1 and self.fused and not (self.device.read_in_place
@@ -287,7 +293,6 @@ class BatchProcessor:
             self._fetcher.blocks_in_place += reads
         out = cast_output(out, spec.dtype)
         self.batches_direct += 1
-        self._layout_made = "BTL" if channels_first else "BLT"
         t3 = time.perf_counter()
         return out, dict(zip(STAGES, (t1 - t0, t2 - t1, 0.0, 0.0, t3 - t2)))
 
