@@ -13,6 +13,7 @@ from .device import Device
 from .dtypes import resolve_dtype
 from .format import BigWigFile
 from .index import FlatIndex
+from .io import available_memory
 from .stages.plan import Queries
 
 REDUCTIONS = ("mean", "max", "min", "sum")
@@ -348,17 +349,6 @@ class BigWigCollection:
                 f"device={self.device.name!r})")
 
 
-def _available_memory() -> int | None:
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
 def _check_memory(batch, length, tracks, window_size, itemsize):
     """Refuse up front a batch whose arrays cannot fit in memory, with the estimate."""
     out = batch * (length // window_size) * tracks
@@ -367,7 +357,7 @@ def _check_memory(batch, length, tracks, window_size, itemsize):
     need = out * itemsize + work
     if need < 64 << 20:               # not worth a read of /proc/meminfo per batch
         return
-    avail = _available_memory()
+    avail = available_memory()
     if avail is not None and need > 0.8 * avail:
         raise ValueError(
             f"a batch of {batch} queries x {length} bases x {tracks} tracks (window {window_size}) needs about "

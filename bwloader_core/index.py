@@ -66,6 +66,13 @@ class FlatIndex:
     block_end_cummax: np.ndarray  # uint32 / int64: running maximum of block_end within the file
     block_offset: np.ndarray      # uint32 / int64: byte offset in its file
     block_size: np.ndarray        # uint32 / int64: bytes on disk
+    # a coarse table over each file's keys, so a block search starts a row or two from its answer
+    # (`stages.plan.block_range`): bucket k of file f holds keys [k << shift, (k + 1) << shift)
+    # and row file_bucket_first[f] + k of bucket_row is the first of f's blocks (counted from
+    # file_block_first[f]) whose running-maximum end passes k << shift
+    file_bucket_shift: np.ndarray  # int64 (T,)
+    file_bucket_first: np.ndarray  # int64 (T + 1,)
+    bucket_row: np.ndarray         # uint32
 
     @property
     def n_files(self) -> int:
@@ -161,6 +168,7 @@ class FlatIndex:
             for t in range(T):
                 seg = cummax[first[t]:first[t + 1]]
                 np.maximum.accumulate(seg, out=seg)
+        shift, bucket_first, bucket_row = _key_buckets(first, cummax)
         index = cls(
             chrom_names=tuple(chrom_sizes), chrom_sizes=chrom_sizes,
             file_block_first=_frozen(first),
@@ -180,8 +188,34 @@ class FlatIndex:
             block_start=_frozen(arrays["start"]), block_end=_frozen(end),
             block_end_cummax=end if cummax is end else _frozen(cummax),
             block_offset=_frozen(arrays["offset"]), block_size=_frozen(arrays["size"]),
+            file_bucket_shift=_frozen(shift), file_bucket_first=_frozen(bucket_first),
+            bucket_row=_frozen(bucket_row),
         )
         if adopt:
             for t, f in enumerate(files):
                 f.adopt_blocks(index, t)
         return index
+
+
+BLOCKS_PER_BUCKET = 2
+
+
+def _key_buckets(first: np.ndarray, end_cummax: np.ndarray):
+    """(shift, first bucket row, bucket rows) of `FlatIndex`'s key tables: per file, buckets of a
+    power-of-two width holding about BLOCKS_PER_BUCKET blocks each (a table of half an entry per
+    block), each the first block whose running-maximum end passes the bucket's first key."""
+    T = len(first) - 1
+    shift = np.zeros(T, np.int64)
+    bucket_first = np.zeros(T + 1, np.int64)
+    parts = []
+    for t in range(T):
+        a, b = int(first[t]), int(first[t + 1])
+        span = int(end_cummax[b - 1]) if b > a else 0
+        width = max(span * BLOCKS_PER_BUCKET // max(b - a, 1), 1)
+        shift[t] = width.bit_length() - 1
+        n = (span >> int(shift[t])) + 2       # the last bucket starts past every block's end
+        keys = np.arange(n, dtype=np.int64) << int(shift[t])
+        parts.append(np.searchsorted(end_cummax[a:b], keys, side="right").astype(np.uint32))
+        bucket_first[t + 1] = bucket_first[t] + n
+    rows = np.concatenate(parts) if parts else np.zeros(0, np.uint32)
+    return shift, bucket_first, rows

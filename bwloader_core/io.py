@@ -966,3 +966,15 @@ def read_blocks(source, offsets: np.ndarray, sizes: np.ndarray, max_gap: int | N
     for i, r, a, s in zip(order.tolist(), run_id.tolist(), rel, ss.tolist()):
         out[i] = runs[r][a:a + s]
     return out
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now (Linux's MemAvailable); None where it cannot be told."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None

@@ -457,6 +457,17 @@ def _check_output(plan: _SourcePlan, tmp: str) -> None:
                            "please report this")
 
 
+def _drop_cached(fd: int) -> None:
+    """Drop the written (and synced) file's pages from the page cache. They were made in the
+    sizes the writes had; read again through a reader's memory map they come back as 2 MiB pages
+    where the map asks for them (`format.bigwig_file._map_file`), which reads in place faster."""
+    if hasattr(os, "posix_fadvise"):
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        except OSError:
+            pass
+
+
 def _fsync_dir(d: str) -> None:
     try:
         fd = os.open(d, os.O_RDONLY)
@@ -510,6 +521,7 @@ def _transcode_one(source: str, out: str, force: bool, on_bytes, cancel, mode: i
                 fh.flush()
                 os.fchmod(fh.fileno(), mode)
                 os.fsync(fh.fileno())
+                _drop_cached(fh.fileno())
             _check_output(plan, tmp)
             _publish(tmp, out, force)
         except BaseException:

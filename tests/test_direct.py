@@ -60,18 +60,39 @@ def test_transcoded_direct_equals_staged_and_pybigwig(bw_files, transcoded, stag
                                                                           default_value=np.nan)))
 
 
+def test_many_tracks_transposed_rows_equal_staged_and_pybigwig(bw_files, transcoded, staged):
+    """Every fixture at once (12 tracks: (B, L, T) rows go through the transposed row buffer),
+    with windows too, equals the staged path and pyBigWig track by track."""
+    from bwloader_core.stages import direct
+    assert len(NAMES) >= direct.TRANSPOSE_MIN_TRACKS
+    rng = np.random.default_rng(5)
+    with BigWigCollection([transcoded[n] for n in NAMES], n_threads=2) as c:
+        q = df.random_queries([bw_files[n] for n in NAMES], rng, 1200, 90)
+        for window in (1, 40):
+            got, n_direct = _batch(c, q, window_size=window, default_value=np.nan)
+            assert n_direct == 1
+            np.testing.assert_array_equal(got, staged(lambda: c.get_batch(*q, window_size=window,
+                                                                          default_value=np.nan)))
+        got = c.get_batch(*q, default_value=np.nan)
+        for t, n in enumerate(NAMES):
+            np.testing.assert_array_equal(got[:, :, t], df.oracle_batch(bw_files[n], *q))
+
+
 QUERY = st.tuples(st.integers(0, 3), st.integers(-3000, 1_100_000), st.integers(1, 2500), st.integers(1, 40),
                   st.sampled_from([1, 1, 7, 100]), st.sampled_from(["mean", "sum", "max", "min"]),
-                  st.sampled_from([0.0, np.nan, -1.5]), st.integers(0, 2 ** 32 - 1))
+                  st.sampled_from([0.0, np.nan, -1.5]), st.integers(0, 2 ** 32 - 1), st.booleans())
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 @given(QUERY)
-def test_hypothesis_direct_equals_staged(mixed_collection, staged, args):
+def test_hypothesis_direct_equals_staged(mixed_collection, staged, monkeypatch, args):
     """Random batches over a collection of every section type, transcoded (with scaling), and
-    transcoded and compressed side by side (direct only when every chosen track is transcoded)."""
+    transcoded and compressed side by side (direct only when every chosen track is transcoded);
+    (batch, length, tracks) rows painted strided or through the transposed row buffer."""
+    from bwloader_core.stages import direct
     c_inplace, c_mixed = mixed_collection
-    chrom_i, start, length, batch, window, reduce, default, seed = args
+    chrom_i, start, length, batch, window, reduce, default, seed, transposed = args
+    monkeypatch.setattr(direct, "TRANSPOSE_MIN_TRACKS", 1 if transposed else 10 ** 9)
     rng = np.random.default_rng(seed)
     chroms = list(c_inplace.chrom_sizes)
     length = max(window, length - length % window)
@@ -267,3 +288,18 @@ def test_channels_first_layout(bw_files, transcoded, where):
         np.testing.assert_array_equal(half, c.get_batch(*q, dtype="float16").transpose(0, 2, 1))
         with pytest.raises(ValueError, match="layout must be 'BLT'"):
             c.get_batch(*q, layout="LBT")
+
+
+def test_huge_page_maps_only_for_collections_that_fit_in_memory(transcoded, monkeypatch):
+    """Files that fit in memory are mapped asking for huge pages, a collection bigger than half
+    the available memory is not; the values are the same either way."""
+    from bwloader_core.stages.fetch import MemoryMaps
+    names = ["pybigwig_bedgraph", "deep_rtree"]
+    q = (["chr1"] * 8, np.arange(8) * 5000, np.arange(8) * 5000 + 900)
+    outs = []
+    for share in (0.5, 0.0):
+        monkeypatch.setattr(MemoryMaps, "HUGE_PAGES_MEMORY_SHARE", share)
+        with BigWigCollection([transcoded[n] for n in names]) as c:
+            outs.append(c.get_batch(*q))
+            assert c.memory_maps.huge_pages is (share > 0)
+    np.testing.assert_array_equal(outs[0], outs[1])

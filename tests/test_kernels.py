@@ -253,3 +253,29 @@ def test_bfloat16_bits_equal_ml_dtypes():
         want = x.astype(ml_dtypes.bfloat16).view(np.uint16)
     np.testing.assert_array_equal(to_bfloat16_bits(x), want)
     assert np.isnan(x).sum() > 100
+
+
+def test_block_ranges_key_table_equals_plain_bisection(bw_files):
+    """The compiled block search (bucketed key table, then a bisection within the bucket) finds
+    the block rows two plain searchsorted calls find, for every fixture, on queries that straddle
+    blocks, start before 0 or lie past the chromosome and the file's last key; and keys far
+    outside any chromosome, including negative ones."""
+    from bwloader_core.stages.plan import Queries, block_ranges
+    files = [bw_files[n] for n in df.FIXTURE_NAMES]
+    rng = np.random.default_rng(4)
+    with BigWigCollection([f.path for f in files]) as coll:
+        idx = coll.index
+        assert len(idx.bucket_row) <= idx.n_blocks + 2 * idx.n_files
+        for length in (1, 900, 40_000):
+            q = coll.prepare_queries(*df.random_queries(files, rng, length, 120))
+            got = block_ranges(idx, q)
+            want = block_ranges(idx, q, compiled=False)
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_array_equal(got[1], want[1])
+        T, B = idx.n_files, 200
+        key_lo = rng.integers(-10 ** 6, 10 ** 9, T * B)
+        key_hi = key_lo + rng.integers(1, 10 ** 6, T * B)
+        raw = Queries(tracks=np.arange(T), batch=B, length=1, key_lo=key_lo, key_hi=key_hi, origin=key_lo.copy())
+        got, want = block_ranges(idx, raw), block_ranges(idx, raw, compiled=False)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])

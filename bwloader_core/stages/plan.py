@@ -120,7 +120,8 @@ def block_ranges(index: FlatIndex, q: Queries, compiled: bool = True):
     if compiled:
         lo = np.empty(q.n_pairs, np.int64)
         hi = np.empty(q.n_pairs, np.int64)
-        _block_ranges(first, index.block_start, index.block_end_cummax, file_of_pair, q.key_lo, q.key_hi, lo, hi)
+        _block_ranges(first, index.block_start, index.block_end_cummax, index.file_bucket_shift,
+                      index.file_bucket_first, index.bucket_row, file_of_pair, q.key_lo, q.key_hi, lo, hi)
         return lo, hi
     # NumPy reference: one pair of searchsorted per output column (the pairs of one track)
     lo = np.zeros(q.n_pairs, np.int64)
@@ -143,11 +144,19 @@ def _maximum_at(out, at, values):
 
 
 @njit(nogil=True, cache=True, inline="always")
-def block_range(f, lo_key, hi_key, file_block_first, block_start, block_end_cummax):
+def block_range(f, lo_key, hi_key, file_block_first, block_start, block_end_cummax, bucket_shift, bucket_first,
+                bucket_row):
     """Rows [lo, hi) of file f's blocks that may overlap keys [lo_key, hi_key): lo the first
-    whose running-maximum end passes lo_key, hi the first starting at or after hi_key."""
-    lo = file_block_first[f]
-    hi = file_block_first[f + 1]
+    whose running-maximum end passes lo_key (bisected within lo_key's bucket of the index's key
+    table, a block or two), hi the first starting at or after hi_key."""
+    fb = file_block_first[f]
+    lo = fb
+    hi = fb
+    if lo_key >= 0:
+        n = bucket_first[f + 1] - bucket_first[f]
+        k = min(lo_key >> bucket_shift[f], n - 2)
+        lo = fb + np.int64(bucket_row[bucket_first[f] + k])
+        hi = fb + np.int64(bucket_row[bucket_first[f] + k + 1])
     while lo < hi:                       # first row with end_cummax > lo_key
         mid = (lo + hi) >> 1
         if np.int64(block_end_cummax[mid]) <= lo_key:
@@ -172,6 +181,8 @@ def block_range(f, lo_key, hi_key, file_block_first, block_start, block_end_cumm
 
 
 @njit(nogil=True, cache=True)
-def _block_ranges(first, start, end_cummax, file_of_pair, key_lo, key_hi, lo_out, hi_out):
+def _block_ranges(first, start, end_cummax, bucket_shift, bucket_first, bucket_row, file_of_pair, key_lo, key_hi,
+                  lo_out, hi_out):
     for p in range(file_of_pair.shape[0]):
-        lo_out[p], hi_out[p] = block_range(file_of_pair[p], key_lo[p], key_hi[p], first, start, end_cummax)
+        lo_out[p], hi_out[p] = block_range(file_of_pair[p], key_lo[p], key_hi[p], first, start, end_cummax,
+                                           bucket_shift, bucket_first, bucket_row)
