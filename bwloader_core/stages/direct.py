@@ -143,7 +143,7 @@ def _fill_run(flat, base, stride, x, end, room, value):
                 x += np.uint64(1)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, inline="always")
 def paint_items(words, fwords, typ, item_w, first, count, s0, st, sp, a, bb, o, sc, dflt, flat, base, stride, room,
                 filled, nw):
     """Items first..first+count-1 of a section painted into the row at flat[base + x * stride]
@@ -246,13 +246,17 @@ def _transpose_row(rowbuf, flat, base, T, nw):
             flat[o + np.uint64(c)] = rowbuf[np.uint64(c) * np.uint64(nw) + np.uint64(x)]
 
 
-@njit(nogil=True, cache=True)
+# No NRT (numba's reference counting) in `direct_rows`: every array it hands to a helper (all
+# inlined) would otherwise be counted up and down, atomically, around each call, for every pair:
+# a third of a batch's time. It allocates nothing; its scratch arrays come from `direct_batch`.
+@njit(nogil=True, cache=True, _nrt=False)
 def direct_rows(words, fwords, b_lo, b_hi, n_batch, tracks, key_lo, key_hi, origin, col_scale, file_word,
                 plan_blocks, plan_word, plan_nbytes, plan_key_end, link_first, link_lo, link_word, link_nbytes,
                 link_key_end,
                 file_block_first, file_chrom_first, file_n_chroms,
                 file_big_endian, block_start, block_end, block_end_cummax, block_offset, block_size, bucket_shift,
-                bucket_first, bucket_row, chrom_key_base, chrom_len_flat, length, w, mode, skip_nan, is_max, default, channels_first, transpose, out):
+                bucket_first, bucket_row, chrom_key_base, chrom_len_flat, length, w, mode, skip_nan, is_max, default,
+                channels_first, transpose, out, sums, covered, acc, rowbuf, ranges):
     """Output rows b_lo..b_hi-1 of `out` (B, length // w, T) float32, or (B, T, length // w) with
     `channels_first`: every (row, track) pair's
     blocks searched and its items painted (w == 1) or reduced into windows. Returns (DIRECT_OK or
@@ -263,9 +267,6 @@ def direct_rows(words, fwords, b_lo, b_hi, n_batch, tracks, key_lo, key_hi, orig
     top = words.shape[0] - 1
     want_extreme = mode == 2
     acc0 = -np.inf if is_max else np.inf
-    sums = np.empty(nw if w > 1 else 0)
-    covered = np.empty(nw if w > 1 else 0)
-    acc = np.empty(nw if w > 1 else 0)
     dflt = np.float32(default)
     # position x of track c in row r: r * nw * T + x * T + c, or channels first r * T * nw + c * nw + x
     oflat = out.reshape(-1)
@@ -275,12 +276,10 @@ def direct_rows(words, fwords, b_lo, b_hi, n_batch, tracks, key_lo, key_hi, orig
     # transpose: each row painted track by track into `rowbuf` (T, nw), stride 1, then written
     # out position by position (T values each): many tracks' strided stores would each touch
     # their own cache line
-    rowbuf = np.empty(T * nw if transpose else 0, np.float32)
     tgt = rowbuf if transpose else oflat
     t_stride = np.uint64(1) if transpose else stride
     t_col = np.uint64(nw) if transpose else col
-    chunk = max(1, -(-PREFETCH_PAIRS // max(T, 1)))  # rows whose blocks are touched before they are painted
-    ranges = np.zeros((chunk, T, 3), np.int64)       # block rows of the chunk's pairs, and link of row 0
+    chunk = ranges.shape[0]       # rows whose blocks are touched before they are painted
     by_link = link_first.shape[0] > 0
     n_read = 0
     for b0 in range(b_lo, b_hi, chunk):
@@ -429,17 +428,25 @@ def direct_batch(q, index, place: BlockPlace, col_scale, spec, out, run_parts, n
     cut = np.linspace(0, B, n_parts + 1).astype(np.int64).tolist()
     fwords = place.words.view(np.float32)
 
+    nw = L // w
+    transpose = not channels_first and T >= TRANSPOSE_MIN_TRACKS
+    chunk = max(1, -(-PREFETCH_PAIRS // T))
+
     def run(share):
+        # scratch (one set per share): window sums, covered bases and extremes; the transposed
+        # row; the block rows [lo, hi) and first link of each pair of a chunk of rows
+        sums, covered, acc = (np.empty(nw if w > 1 else 0) for _ in range(3))
+        rowbuf = np.empty(T * nw if transpose else 0, np.float32)
+        ranges = np.empty((chunk, T, 3), np.int64)
         return direct_rows(place.words, fwords, share[0], share[1], B, q.tracks, q.key_lo, q.key_hi, q.origin,
                            col_scale, place.file_word, place.plan_blocks, place.plan_word, place.plan_nbytes,
                            place.plan_key_end, place.link_first, place.link_lo, place.link_word, place.link_nbytes,
-                           place.link_key_end,
-                           index.file_block_first, index.file_chrom_first, index.file_n_chroms, index.file_big_endian,
-                           index.block_start,
-                           index.block_end, index.block_end_cummax, index.block_offset, index.block_size,
-                           index.file_bucket_shift, index.file_bucket_first, index.bucket_row, index.chrom_key_base, index.chrom_len_flat, L, w, MODES[reduce], bool(np.isnan(default)),
-                           reduce == "max", default, bool(channels_first),
-                           bool(not channels_first and T >= TRANSPOSE_MIN_TRACKS), out)
+                           place.link_key_end, index.file_block_first, index.file_chrom_first, index.file_n_chroms,
+                           index.file_big_endian, index.block_start, index.block_end, index.block_end_cummax,
+                           index.block_offset, index.block_size, index.file_bucket_shift, index.file_bucket_first,
+                           index.bucket_row, index.chrom_key_base, index.chrom_len_flat, L, w, MODES[reduce],
+                           bool(np.isnan(default)), reduce == "max", default, bool(channels_first), transpose, out,
+                           sums, covered, acc, rowbuf, ranges)
 
     shares = list(zip(cut[:-1], cut[1:]))
     results = run_parts(run, shares) if n_parts > 1 else [run(shares[0])]

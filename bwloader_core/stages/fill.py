@@ -345,7 +345,7 @@ def window_accumulate(words, fwords, e_pair, e_type, e_item_word, e_first, e_cou
 OVERLAP = -(1 << 62)      # accumulate_entry's answer when a run starts before the previous one ended
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, inline="always")
 def accumulate_entry(words, fwords, typ, iw, first, count, s0, st, sp, a, bb, o, sc, f0, lim, w, skip_nan,
                      want_extreme, is_max, last, sums, covered, acc):
     """One entry's items into the windows f0, f0 + 1, ... (one pair's) of sums / covered / acc;

@@ -125,7 +125,7 @@ def _key(words, top, base, i, iw, word, add):
     return np.int64(words[min(base + i * iw + word, top)]) + add
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, inline="always")
 def _first_above(words, top, base, cnt, iw, word, add, x, guess):
     """Smallest i in [0, cnt] with key(i) > x (keys ascending): a gallop out from `guess`, then
     bisection. The block is cold in cache and every probe is a miss, so a close guess counts."""
