@@ -35,7 +35,7 @@ def _unpin_slots(pins, slots):
         pins[slots[i]] -= 1
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)     # no reference counting in the loop (see stages.direct)
 def _pin_links(lo, n, key_lo, key_hi, block_end, slot_of_block, r_state, r_covered, r_start, r_nbytes, r_pins,
                link_first, link_word, link_nbytes, link_key_end, pinned):
     """Pin the region of every block of every pair (blocks lo[p]..lo[p] + n[p] - 1) and note

@@ -195,7 +195,7 @@ def _release(strm, ctx):
         ctx[1] = 0
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)     # no reference counting (see stages.direct)
 def _fetch_block(k, fd, offset, csize, compressed, cap, slot_byte, partial, exp_chrom, need_pos, want0, big, words,
                  stage, strm, ctx):
     """Read and inflate block k into its slot as native words; its byte length, or -1 when the
@@ -246,7 +246,7 @@ def _fetch_block(k, fd, offset, csize, compressed, cap, slot_byte, partial, exp_
     return m
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)     # no reference counting (see stages.direct)
 def _inflate_partial(out, base, src, n, dst, cap, want0, big, exp_chrom, need_pos, strm, ctx):
     """zlib-ng streaming inflate of one block into out[base:], stopped once the items up to
     `need_pos` are out (the section's item count is then patched to the items kept); -1 on error."""

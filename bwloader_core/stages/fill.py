@@ -320,7 +320,7 @@ def paint_rows(words, fwords, e_type, e_item_word, e_first, e_count, e_sstart, e
                 out[b, x, t] = default
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)     # no reference counting (see stages.direct)
 def window_accumulate(words, fwords, e_pair, e_type, e_item_word, e_first, e_count, e_sstart, e_step,
                       e_span, e_a, e_b, e_o, e_scale, length, w, skip_nan, want_extreme, is_max, entries,
                       sums, covered, acc, last):

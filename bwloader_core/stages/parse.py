@@ -122,7 +122,7 @@ def section_extent(words, cursor, end_byte, swapped):
     return typ, cnt, nxt
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)     # no reference counting (see stages.direct)
 def _walk(words, block_start, block_nbytes, swap, fill, out):
     """Count (fill=False) or write (fill=True, into the 9 rows of `out`) the sections of every
     block; -1 when a block is malformed."""

@@ -180,7 +180,7 @@ def block_range(f, lo_key, hi_key, file_block_first, block_start, block_end_cumm
     return lo, b1
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)     # no reference counting in the loop (see stages.direct)
 def _block_ranges(first, start, end_cummax, bucket_shift, bucket_first, bucket_row, file_of_pair, key_lo, key_hi,
                   lo_out, hi_out):
     for p in range(file_of_pair.shape[0]):
