@@ -431,11 +431,14 @@ def worker_epochs(a):
                              shuffle=True)
         ds.generator = QueryBatchGenerator(coll.chrom_sizes, coll.track_names, sequence_length=L, batch_size=B,
                                            positions=pos, seed=0, rank=0, world_size=1)
-        # warm-up (numba kernels, thread pools) on queries outside the region set, with the cache off
-        cap, coll.cache.capacity = coll.cache.capacity, 0
+        # warm-up (numba kernels, thread pools) on queries outside the region set: twice, so that
+        # with a cache both its miss and its hit paths are compiled; then the cache is emptied
+        # (its arena too: the first epoch pays for fresh memory, as a real one does)
         c2, s2, e2 = read_pools(a["pools"])[-1]
-        coll.get_batch(c2[-B:], s2[-B:], e2[-B:])
-        coll.cache.capacity = cap
+        for _ in range(2):
+            coll.get_batch(c2[-B:], s2[-B:], e2[-B:])
+        coll.cache.clear()
+        coll.cache.hits = coll.cache.misses = coll.cache.refused = 0
         for ep in range(a["epochs"]):
             ds.set_epoch(ep)
             t0 = time.perf_counter()

@@ -119,9 +119,9 @@ class MeasuredSpeed:
 # The latest measurement (bwloader get_batch, page cache warm). benchmarks/bench_fixed_regions.py
 # measures it again and prints the values to put here.
 MEASURED_READ_SPEED: MeasuredSpeed | None = MeasuredSpeed(
-    compressed=13_079, transcoded=269_298,
+    compressed=13_537, transcoded=326_399,
     setup="S1: 3 benchmark tracks, 1,000 bp, batch 256, get_batch, cache_bytes=0",
-    source="benchmarks/bench_fixed_regions.py (docs/fixed_regions.md), 2-core AMD EPYC VM")
+    source="benchmarks/bench_fixed_regions.py (docs/fixed_regions.md), 2-core Intel Xeon VM")
 
 
 @dataclass(frozen=True)
