@@ -35,6 +35,37 @@ def _unpin_slots(pins, slots):
         pins[slots[i]] -= 1
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _serves(s, need, r_state, r_covered) -> bool:
+    """Region slot s (-1: none) holds a ready block whose items reach key `need`: a hit. The one
+    hit test, for both lookups."""
+    return s >= 0 and r_state[s] == _READY and r_covered[s] >= need
+
+
+@njit(nogil=True, cache=True, _nrt=False)     # no reference counting in the loop (see stages.direct)
+def _lookup_pin(blocks, need, slot_of_block, r_state, r_covered, r_start, r_nbytes, r_pins, hit, start, nbytes,
+                covered, pinned):
+    """Per block: a hit (`_serves`) is pinned (a block listed twice, twice) and its first word,
+    bytes and covered key noted; a miss gets 0, 0, WHOLE. Returns the regions pinned (`pinned`)."""
+    n_pinned = 0
+    for i in range(blocks.shape[0]):
+        s = np.int64(slot_of_block[blocks[i]])
+        if _serves(s, need[i], r_state, r_covered):
+            r_pins[s] += 1
+            pinned[n_pinned] = s
+            n_pinned += 1
+            hit[i] = True
+            start[i] = r_start[s]
+            nbytes[i] = r_nbytes[s]
+            covered[i] = r_covered[s]
+        else:
+            hit[i] = False
+            start[i] = 0
+            nbytes[i] = 0
+            covered[i] = WHOLE
+    return n_pinned
+
+
 @njit(nogil=True, cache=True, _nrt=False)     # no reference counting in the loop (see stages.direct)
 def _pin_links(lo, n, key_lo, key_hi, block_end, slot_of_block, r_state, r_covered, r_start, r_nbytes, r_pins,
                link_first, link_word, link_nbytes, link_key_end, pinned):
@@ -48,8 +79,8 @@ def _pin_links(lo, n, key_lo, key_hi, block_end, slot_of_block, r_state, r_cover
             if np.int64(block_end[blk]) <= key_lo[p]:
                 link_word[k] = -1
             else:
-                s = slot_of_block[blk] if blk < slot_of_block.shape[0] else -1
-                if s < 0 or r_state[s] != _READY or r_covered[s] < key_hi[p]:
+                s = np.int64(slot_of_block[blk]) if blk < slot_of_block.shape[0] else np.int64(-1)
+                if not _serves(s, key_hi[p], r_state, r_covered):
                     for i in range(n_pinned):
                         r_pins[pinned[i]] -= 1
                     return -1
@@ -138,27 +169,25 @@ class BlockCache:
     def lookup(self, blocks, need_keys, pins: Pins, with_covered: bool = False):
         """Per block: (hit, first word, bytes), and with `with_covered` the largest key its kept
         items reach (WHOLE: all). A hit is ready and covers its need key; hits are pinned into
-        `pins`. Vectorised."""
+        `pins`. One compiled pass under the lock."""
         blocks = np.asarray(blocks, np.int64)
         n = len(blocks)
         if not self.capacity or not n:
             self.misses += n
             out = np.zeros(n, bool), np.zeros(n, np.int64), np.zeros(n, np.int64)
             return (*out, np.full(n, WHOLE)) if with_covered else out
+        need = np.broadcast_to(np.asarray(need_keys, np.int64), (n,))
+        hit = np.empty(n, bool)
+        start, nbytes, covered, pinned = (np.empty(n, np.int64) for _ in range(4))
         with self._lock:
             self._ensure_blocks(int(blocks.max()))
-            slot = self._slot_of_block[blocks].astype(np.int64)
-            known = slot >= 0
-            s = np.where(known, slot, 0)
-            hit = known & (self._r_state[s] == _READY) & (self._r_covered[s] >= need_keys)
-            hs = s[hit]
-            self._r_pins[hs] += 1
-            if len(hs):
-                pins.slots.append(hs)
-            self.hits += len(hs)
-            self.misses += n - len(hs)
-            out = hit, np.where(hit, self._r_start[s], 0), np.where(hit, self._r_nbytes[s], 0)
-            return (*out, np.where(hit, self._r_covered[s], WHOLE)) if with_covered else out
+            got = _lookup_pin(blocks, need, self._slot_of_block, self._r_state, self._r_covered, self._r_start,
+                              self._r_nbytes, self._r_pins, hit, start, nbytes, covered, pinned)
+            if got:
+                pins.slots.append(pinned[:got])
+            self.hits += got
+            self.misses += n - got
+        return (hit, start, nbytes, covered) if with_covered else (hit, start, nbytes)
 
     def pin_links(self, lo, n, key_lo, key_hi, block_end, pins: Pins):
         """When every block that pairs need is a ready hit: pin them all (into `pins`) and return

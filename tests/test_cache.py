@@ -54,6 +54,18 @@ def test_partially_inflated_blocks_serve_what_they_cover():
     assert hit.tolist() == [True, False]
 
 
+def test_a_block_looked_up_twice_is_pinned_twice_and_released_to_zero():
+    c = BlockCache(4000)
+    _fill(c, [3], 10)[1].release()
+    pins = Pins(c)
+    hit, _, _ = c.lookup([3, 3], np.zeros(2, np.int64), pins)
+    assert hit.tolist() == [True, True]
+    slot = int(c._slot_of_block[3])
+    assert c._r_pins[slot] == 2
+    pins.release()
+    assert c._r_pins[slot] == 0
+
+
 @pytest.mark.parametrize("name", ["pybigwig_mixed", "bigendian", "uncompressed", "deep_rtree"])
 def test_cached_values_equal_uncached(bw_files, name):
     f = bw_files[name]
