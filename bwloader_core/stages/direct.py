@@ -252,14 +252,15 @@ def _transpose_row(rowbuf, flat, base, T, nw):
 @njit(nogil=True, cache=True, _nrt=False)
 def direct_rows(words, fwords, b_lo, b_hi, n_batch, tracks, key_lo, key_hi, origin, col_scale, file_word,
                 plan_blocks, plan_word, plan_nbytes, plan_key_end, link_first, link_lo, link_word, link_nbytes,
-                link_key_end,
-                file_block_first, file_chrom_first, file_n_chroms,
-                file_big_endian, block_start, block_end, block_end_cummax, block_offset, block_size, bucket_shift,
-                bucket_first, bucket_row, chrom_key_base, chrom_len_flat, length, w, mode, skip_nan, is_max, default,
-                channels_first, transpose, out, sums, covered, acc, rowbuf, ranges):
+                link_key_end, file_block_first, file_chrom_first, file_n_chroms, file_big_endian, block_start,
+                block_end, block_end_cummax, block_offset, block_size, bucket_shift, bucket_first, bucket_row,
+                chrom_key_base, chrom_len_flat, length, w, mode, skip_nan, is_max, default, channels_first,
+                transpose, out, sums, covered, acc, rowbuf, ranges):
     """Output rows b_lo..b_hi-1 of `out` (B, length // w, T) float32, or (B, T, length // w) with
-    `channels_first`: every (row, track) pair's
-    blocks searched and its items painted (w == 1) or reduced into windows. Returns (DIRECT_OK or
+    `channels_first`: every (row, track) pair's blocks searched and its items painted (w == 1) or
+    reduced into windows (`transpose`: a (B, length // w, T) row painted into `rowbuf` first).
+    Scratch: `sums`, `covered`, `acc` (length // w each, windows only), `rowbuf` (T * length // w
+    with `transpose`), `ranges` (rows of a prefetch chunk, T, 3). Returns (DIRECT_OK or
     DIRECT_ABANDON (nothing is then to be trusted in those rows), blocks searched)."""
     T = tracks.shape[0]
     nw = length // w
