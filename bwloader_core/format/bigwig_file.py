@@ -28,7 +28,7 @@ def _map_file(fd: int, size: int, path: str, huge_pages: bool = False) -> np.nda
 
     With `huge_pages` (Linux), the map asks for transparent huge pages: the parts of the file not
     yet in the page cache are then read in 2 MiB pages, which the map maps whole, so random reads
-    across many files miss the TLB far less (about 8% faster reads of transcoded files here). Parts
+    across many files miss the TLB far less (3-8% faster reads of transcoded files here). Parts
     already cached in small pages stay as they are. Only worth it for files that stay in memory:
     each first touch reads 2 MiB."""
     import ctypes
