@@ -99,7 +99,7 @@ def _known_answer() -> bool:
             _fetch_range(0, 1, np.full(1, -1, np.int32), one * comp.ctypes.data, one * len(comp), np.ones(1, bool),
                          one * (n + 64), one * 0, np.array([partial]), one * 0, one * 1505, one * want0,
                          np.zeros(1, bool), words, np.zeros(8, np.uint8), np.zeros(ZNG_STREAM_BYTES, np.uint8),
-                         nbytes, status)
+                         nbytes, status, np.zeros(3, np.uint64))
             got = words.view(np.uint8)[:nbytes[0]].tobytes()
             if expect is None:        # at least the items up to the first that starts at or after 1505 (#151)
                 kept = struct.unpack_from("<H", got, 22)[0] if len(got) >= 24 else 0
@@ -156,22 +156,21 @@ def _enough(out, base, produced, big, exp_chrom, need_pos):
 
 
 def fetch_range(*args):
-    """`_fetch_range` once the C symbols are registered (calling compiled code that refers to
-    unregistered symbols would jump to address 0)."""
+    """`_fetch_range`, with fresh inflater state, once the C symbols are registered (calling
+    compiled code that refers to unregistered symbols would jump to address 0)."""
     if not _state.get("ok") and not available():
         raise RuntimeError("the compiled fetch path needs zlib-ng's and libdeflate's C API (zlib-ng and "
                            "deflate wheels) and pread")
-    return _fetch_range(*args)
+    return _fetch_range(*args, np.zeros(3, np.uint64))
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)     # no reference counting per block (see stages.direct)
 def _fetch_range(lo, hi, fd, offset, csize, compressed, cap, slot_byte, partial, exp_chrom, need_pos, want0,
-                 big, words, stage, strm, nbytes, status):
+                 big, words, stage, strm, nbytes, status, ctx):
     """Blocks lo..hi-1 into their slots of `words` (uint32); per block `nbytes` and `status`
     (OK, or REDO for the Python path). Returns the compressed bytes read. A block with `fd` -1
     (IN_MEMORY) is already in memory at address `offset` (used to time inflate alone); any other
-    negative `fd` (not leased) is handed back."""
-    ctx = np.zeros(3, np.uint64)
+    negative `fd` (not leased) is handed back. `ctx`: 3 x uint64 zeros (the inflaters' state)."""
     read = 0
     for k in range(lo, hi):
         m = _fetch_block(k, fd, offset, csize, compressed, cap, slot_byte, partial, exp_chrom, need_pos, want0,
