@@ -15,6 +15,7 @@ processes forked from the parent share its pages instead of copying them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from numba import njit
@@ -67,13 +68,12 @@ class FlatIndex:
     block_end_cummax: np.ndarray  # uint32 / int64: running maximum of block_end within the file
     block_offset: np.ndarray      # uint32 / int64: byte offset in its file
     block_size: np.ndarray        # uint32 / int64: bytes on disk
-    # a coarse table over each file's keys, so a block search starts a row or two from its answer
-    # (`stages.plan.block_range`): bucket k of file f holds keys [k << shift, (k + 1) << shift)
-    # and row file_bucket_first[f] + k of bucket_row is the first of f's blocks (counted from
-    # file_block_first[f]) whose running-maximum end passes k << shift
-    file_bucket_shift: np.ndarray  # int64 (T,)
-    file_bucket_first: np.ndarray  # int64 (T + 1,)
-    bucket_row: np.ndarray         # uint32
+
+    @cached_property
+    def key_table(self) -> "KeyTable":
+        """The files' key tables (`KeyTable`), built on first use: by the first batch, not at open
+        (their compiled fill would start numba there, 0.3 s and 100 MiB before any read)."""
+        return KeyTable(*_key_buckets(self.file_block_first, self.block_end_cummax))
 
     @property
     def n_files(self) -> int:
@@ -169,7 +169,6 @@ class FlatIndex:
             for t in range(T):
                 seg = cummax[first[t]:first[t + 1]]
                 np.maximum.accumulate(seg, out=seg)
-        shift, bucket_first, bucket_row = _key_buckets(first, cummax)
         index = cls(
             chrom_names=tuple(chrom_sizes), chrom_sizes=chrom_sizes,
             file_block_first=_frozen(first),
@@ -189,8 +188,6 @@ class FlatIndex:
             block_start=_frozen(arrays["start"]), block_end=_frozen(end),
             block_end_cummax=end if cummax is end else _frozen(cummax),
             block_offset=_frozen(arrays["offset"]), block_size=_frozen(arrays["size"]),
-            file_bucket_shift=_frozen(shift), file_bucket_first=_frozen(bucket_first),
-            bucket_row=_frozen(bucket_row),
         )
         if adopt:
             for t, f in enumerate(files):
@@ -199,6 +196,17 @@ class FlatIndex:
 
 
 BLOCKS_PER_BUCKET = 2
+
+
+@dataclass(frozen=True, eq=False)
+class KeyTable:
+    """A coarse table over each file's keys, so that a block search starts a row or two from its
+    answer (`stages.plan.block_range`): bucket k of file f holds keys [k << shift[f], (k + 1) <<
+    shift[f]), and rows[first[f] + k] is the first of f's blocks (counted from the file's first
+    row) whose running-maximum end passes k << shift[f]."""
+    shift: np.ndarray   # int64 (T,)
+    first: np.ndarray   # int64 (T + 1,)
+    rows: np.ndarray    # uint32
 
 
 def _key_buckets(first: np.ndarray, end_cummax: np.ndarray):

@@ -265,7 +265,7 @@ def test_block_ranges_key_table_equals_plain_bisection(bw_files):
     rng = np.random.default_rng(4)
     with BigWigCollection([f.path for f in files]) as coll:
         idx = coll.index
-        assert len(idx.bucket_row) <= idx.n_blocks + 2 * idx.n_files
+        assert len(idx.key_table.rows) <= idx.n_blocks + 2 * idx.n_files
         for length in (1, 900, 40_000):
             q = coll.prepare_queries(*df.random_queries(files, rng, length, 120))
             got = block_ranges(idx, q)

@@ -432,6 +432,7 @@ def direct_batch(q, index, place: BlockPlace, col_scale, spec, out, run_parts, n
     nw = L // w
     transpose = not channels_first and T >= TRANSPOSE_MIN_TRACKS
     chunk = max(1, -(-PREFETCH_PAIRS // T))
+    kt = index.key_table
 
     def run(share):
         # scratch (one set per share): window sums, covered bases and extremes; the transposed
@@ -444,8 +445,7 @@ def direct_batch(q, index, place: BlockPlace, col_scale, spec, out, run_parts, n
                            place.plan_key_end, place.link_first, place.link_lo, place.link_word, place.link_nbytes,
                            place.link_key_end, index.file_block_first, index.file_chrom_first, index.file_n_chroms,
                            index.file_big_endian, index.block_start, index.block_end, index.block_end_cummax,
-                           index.block_offset, index.block_size, index.file_bucket_shift, index.file_bucket_first,
-                           index.bucket_row, index.chrom_key_base, index.chrom_len_flat, L, w, MODES[reduce],
+                           index.block_offset, index.block_size, kt.shift, kt.first, kt.rows, index.chrom_key_base, index.chrom_len_flat, L, w, MODES[reduce],
                            bool(np.isnan(default)), reduce == "max", default, bool(channels_first), transpose, out,
                            sums, covered, acc, rowbuf, ranges)
 

@@ -120,8 +120,9 @@ def block_ranges(index: FlatIndex, q: Queries, compiled: bool = True):
     if compiled:
         lo = np.empty(q.n_pairs, np.int64)
         hi = np.empty(q.n_pairs, np.int64)
-        _block_ranges(first, index.block_start, index.block_end_cummax, index.file_bucket_shift,
-                      index.file_bucket_first, index.bucket_row, file_of_pair, q.key_lo, q.key_hi, lo, hi)
+        kt = index.key_table
+        _block_ranges(first, index.block_start, index.block_end_cummax, kt.shift, kt.first, kt.rows, file_of_pair,
+                      q.key_lo, q.key_hi, lo, hi)
         return lo, hi
     # NumPy reference: one pair of searchsorted per output column (the pairs of one track)
     lo = np.zeros(q.n_pairs, np.int64)
