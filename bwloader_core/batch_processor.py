@@ -38,6 +38,11 @@ def check_layout(layout):
                          f"got {layout!r}")
 
 
+def in_layout(out, layout, xp=np):
+    """A (B, L, T) batch in `layout`: itself for "BLT", a C-contiguous transposed copy for "BTL"."""
+    return out if layout == "BLT" else xp.ascontiguousarray(out.transpose(0, 2, 1))
+
+
 @dataclass(frozen=True)
 class OutputSpec:
     """How the items become the output: windows, reduction, default and dtype."""
@@ -161,10 +166,9 @@ class BatchProcessor:
         try:
             if self._cuda is not None:
                 out, last = self._cuda.process(self, q, spec, t0)
-                if layout == "BTL":
-                    out = self.device.xp.ascontiguousarray(out.transpose(0, 2, 1))
+                out = in_layout(out, layout, self.device.xp)
             else:
-                out, last = self._process_cpu(q, spec, t0, channels_first=layout == "BTL")
+                out, last = self._process_cpu(q, spec, t0, layout)
         finally:
             self.release()
         for k, v in last.items():
@@ -199,16 +203,14 @@ class BatchProcessor:
         bounds = np.unique(np.concatenate([[0], np.clip(cuts, 1, T - 1), [T]])).tolist()
         return list(zip(bounds[:-1], bounds[1:]))
 
-    def _process_cpu(self, q: Queries, spec: OutputSpec, t0: float, channels_first: bool = False):
+    def _process_cpu(self, q: Queries, spec: OutputSpec, t0: float, layout: str = "BLT"):
         """The batch on CPU in the layout asked for: the direct path makes either; the staged
         paths make (B, L, T), turned by one transposing copy."""
-        done = self._process_direct(q, spec, t0, channels_first)
+        done = self._process_direct(q, spec, t0, channels_first=layout == "BTL")
         if done is not None:
             return done
         out, last = self._process_staged(q, spec, t0)
-        if channels_first:
-            out = np.ascontiguousarray(out.transpose(0, 2, 1))
-        return out, last
+        return in_layout(out, layout), last
 
     def _process_staged(self, q: Queries, spec: OutputSpec, t0: float):
         plan = self.plan(q)

@@ -251,12 +251,12 @@ class BigWigCollection:
         level are read exactly.
         """
         default_value = float(default_value)
-        from .batch_processor import check_layout
+        from .batch_processor import check_layout, in_layout
         check_layout(layout)
         if zoom and window_size > 1:
             out = self._get_batch_zoom(chromosomes, starts, ends, window_size, reduce, default_value,
                                        dtype, tracks, zoom)
-            return out if layout == "BLT" else self.device.xp.ascontiguousarray(out.transpose(0, 2, 1))
+            return in_layout(out, layout, self.device.xp)
         if self._pid != os.getpid():
             # a forked child (a DataLoader worker): the parent's inflate threads and lock state did not
             # come along; start afresh (the parent's processor is the parent's to close)

@@ -73,7 +73,7 @@ class FlatIndex:
     def key_table(self) -> "KeyTable":
         """The files' key tables (`KeyTable`), built on first use: by the first batch, not at open
         (their compiled fill would start numba there, 0.3 s and 100 MiB before any read)."""
-        return KeyTable(*_key_buckets(self.file_block_first, self.block_end_cummax))
+        return _key_buckets(self.file_block_first, self.block_end_cummax)
 
     @property
     def n_files(self) -> int:
@@ -209,12 +209,11 @@ class KeyTable:
     rows: np.ndarray    # uint32
 
 
-def _key_buckets(first: np.ndarray, end_cummax: np.ndarray):
-    """(shift, first bucket row, bucket rows) of `FlatIndex`'s key tables: per file, buckets of a
-    power-of-two width holding about BLOCKS_PER_BUCKET blocks each (a table of half an entry per
-    block), each the first block whose running-maximum end passes the bucket's first key. Sized
-    with NumPy over all files at once, filled by one compiled merge (thousands of files open in
-    milliseconds)."""
+def _key_buckets(first: np.ndarray, end_cummax: np.ndarray) -> KeyTable:
+    """The `KeyTable` of blocks (rows `first[t]:first[t + 1]` per file): per file, buckets of a
+    power-of-two width holding about BLOCKS_PER_BUCKET blocks each (half an entry per block).
+    Sized with NumPy over all files at once, filled by one compiled merge (3,000 files' tables
+    in about 70 ms)."""
     T = len(first) - 1
     nb = np.diff(first)
     span = np.zeros(T, np.int64)
@@ -228,7 +227,7 @@ def _key_buckets(first: np.ndarray, end_cummax: np.ndarray):
     np.cumsum((span >> shift) + 2, out=bucket_first[1:])  # the last bucket starts past every block's end
     rows = np.empty(int(bucket_first[-1]), np.uint32)
     _fill_buckets(first, end_cummax, shift, bucket_first, rows)
-    return shift, bucket_first, rows
+    return KeyTable(shift, bucket_first, rows)
 
 
 @njit(nogil=True, cache=True)

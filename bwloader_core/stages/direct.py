@@ -17,9 +17,10 @@ are written straight into the output (unsigned indices, runs of RUN values: one 
 each where positions are adjacent, (batch, tracks, length) or one track; strided stores for a
 few tracks in (batch, length, tracks)). From TRANSPOSE_MIN_TRACKS tracks, a (batch, length,
 tracks) row is painted as (tracks, length) in a row buffer, then transposed into place: strided
-stores of many tracks each touch their own cache line (transposing is 20% faster at 16 tracks). Anything unusual
-(a malformed block, a chromosome the file lacks, overlapping records in a window) abandons the
-batch to the staged path, which reads it again and reports the precise error.
+stores of many tracks each touch their own cache line (transposing is 20% faster at 16
+tracks). Anything unusual (a malformed block, a chromosome the file lacks, overlapping records
+in a window) abandons the batch to the staged path, which reads it again and reports the
+precise error.
 
 Blocks are found in one of three ways (`BlockPlace`):
 - by file: `file_word[f] >= 0` is the word of `words` where file f's byte 0 lies (its memory
@@ -385,15 +386,16 @@ def direct_rows(words, fwords, b_lo, b_hi, n_batch, tracks, key_lo, key_hi, orig
                                 if w == 1:               # the paint stops at the first item past bb
                                     count = cnt - first
                                 else:
-                                    f1 = _first_above(words, top, item_w, cnt, iw, 0, 0, bb - 1, _guess(bb, s0, s1, cnt))
+                                    f1 = _first_above(words, top, item_w, cnt, iw, 0, 0, bb - 1,
+                                                      _guess(bb, s0, s1, cnt))
                                     count = max(f1 - first, 0)
                             o = origin[p] - cb
                             if count == 0:
                                 pass
                             elif w == 1:
                                 filled = paint_items(words, fwords, typ, item_w, first, count, s0, st, sp, a, bb, o,
-                                                     sc, dflt, tgt, t_base + np.uint64(c) * t_col, t_stride, np.uint64(nw),
-                                                     filled, nw)
+                                                     sc, dflt, tgt, t_base + np.uint64(c) * t_col, t_stride,
+                                                     np.uint64(nw), filled, nw)
                             else:
                                 last = accumulate_entry(words, fwords, typ, item_w, first, count, s0, st, sp, a, bb, o,
                                                         sc, 0, lim, w, skip_nan, want_extreme, is_max, last, sums,
@@ -407,8 +409,9 @@ def direct_rows(words, fwords, b_lo, b_hi, n_batch, tracks, key_lo, key_hi, orig
                     _fill_run(tgt, t_base + np.uint64(c) * t_col, t_stride, filled, np.uint64(nw), np.uint64(nw), dflt)
                 else:
                     for x in range(nw):
-                        tgt[t_base + np.uint64(c) * t_col + np.uint64(x) * t_stride] = np.float32(finish_window(sums[x], covered[x], acc[x] if want_extreme else 0.0, w, mode,
-                                                          skip_nan, is_max, default))
+                        wv = finish_window(sums[x], covered[x], acc[x] if want_extreme else 0.0, w, mode, skip_nan,
+                                           is_max, default)
+                        tgt[t_base + np.uint64(c) * t_col + np.uint64(x) * t_stride] = np.float32(wv)
             if transpose:
                 _transpose_row(rowbuf, oflat, row_base, T, nw)
     return DIRECT_OK, n_read
@@ -445,9 +448,9 @@ def direct_batch(q, index, place: BlockPlace, col_scale, spec, out, run_parts, n
                            place.plan_key_end, place.link_first, place.link_lo, place.link_word, place.link_nbytes,
                            place.link_key_end, index.file_block_first, index.file_chrom_first, index.file_n_chroms,
                            index.file_big_endian, index.block_start, index.block_end, index.block_end_cummax,
-                           index.block_offset, index.block_size, kt.shift, kt.first, kt.rows, index.chrom_key_base, index.chrom_len_flat, L, w, MODES[reduce],
-                           bool(np.isnan(default)), reduce == "max", default, bool(channels_first), transpose, out,
-                           sums, covered, acc, rowbuf, ranges)
+                           index.block_offset, index.block_size, kt.shift, kt.first, kt.rows, index.chrom_key_base,
+                           index.chrom_len_flat, L, w, MODES[reduce], bool(np.isnan(default)), reduce == "max",
+                           default, bool(channels_first), transpose, out, sums, covered, acc, rowbuf, ranges)
 
     shares = list(zip(cut[:-1], cut[1:]))
     results = run_parts(run, shares) if n_parts > 1 else [run(shares[0])]
